@@ -1,0 +1,3 @@
+from conelib.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,144 @@
+"""Altair chart builders. Each takes a stored ``xarray.Dataset`` and returns an interactive chart.
+
+Charts are always redrawn from a Dataset, never by retraining. Interactions: hover tooltips, a
+legend click isolates one ``tau`` / ``dt`` / switching step (shift-click for several), and a brush over
+steps in panel (b) highlights the same steps in panels (a) and (c).
+"""
+
+from __future__ import annotations
+
+import altair as alt
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+PANEL_W, PANEL_H = 250, 220
+LEGEND = alt.Legend(orient="bottom", direction="horizontal")
+
+
+def enable_renderer() -> None:
+    """Render charts as Altair's HTML output (call once per notebook).
+
+    The book serves the Vega scripts that this output needs from its own ``_static`` folder, so
+    the charts draw offline there; JupyterLab draws the same output in a trusted notebook.
+    (Altair 6's Vega-Lite MIME bundle uses a key that nbformat's schema rejects, so papermill
+    could not store it; the HTML output has no such problem.)
+    """
+    alt.renderers.enable("html")
+    alt.data_transformers.disable_max_rows()
+
+
+def _tidy(da: xr.DataArray, value: str = "value") -> pd.DataFrame:
+    df = da.to_dataframe(name=value).reset_index()
+    df = df[np.isfinite(df[value])]
+    return df[[c for c in df.columns if c in (*da.dims, value)]]
+
+
+def _step_axis(title: str = "training step t") -> alt.X:
+    return alt.X("step:Q", title=title)
+
+
+def distance_to_reference_chart(ds: xr.Dataset, brush: alt.Parameter | None = None) -> alt.Chart:
+    """Panel (a): :math:`S(\\theta_t, \\theta_\\tau)` against ``t``, one line per ``tau``."""
+    df = _tidy(ds["dist_to_ref"], "S")
+    pick = alt.selection_point(fields=["ref_step"], bind="legend", name="pick_tau")
+    base = alt.Chart(df).mark_line(point=alt.OverlayMarkDef(size=12)).encode(
+        x=_step_axis(),
+        y=alt.Y("S:Q", title="S(θ_t, θ_τ)"),
+        color=alt.Color("ref_step:O", title="τ", scale=alt.Scale(scheme="viridis"), legend=LEGEND),
+        opacity=alt.condition(pick, alt.value(1.0), alt.value(0.12)),
+        tooltip=[alt.Tooltip("ref_step:O", title="τ"), alt.Tooltip("step:Q", title="t"), alt.Tooltip("S:Q", format=".4f")],
+    ).add_params(pick)
+    rules = alt.Chart(pd.DataFrame({"ref_step": ds["ref_step"].values})).mark_rule(strokeDash=[3, 3], color="gray").encode(
+        x="ref_step:Q")
+    layers = [base, rules]
+    if brush is not None:
+        layers.insert(0, _brush_band(brush))
+    return alt.layer(*layers).properties(title="(a) distance to a reference step", width=PANEL_W, height=PANEL_H)
+
+
+def adjacent_distance_chart(ds: xr.Dataset, brush: alt.Parameter | None = None) -> alt.Chart:
+    """Panel (b): :math:`S(\\theta_t, \\theta_{t+dt})` against ``t``, one line per ``dt``; holds the step brush."""
+    df = _tidy(ds["adjacent_distance"], "S")
+    pick = alt.selection_point(fields=["dt"], bind="legend", name="pick_dt")
+    chart = alt.Chart(df).mark_line(point=alt.OverlayMarkDef(size=12)).encode(
+        x=_step_axis(),
+        y=alt.Y("S:Q", title="S(θ_t, θ_{t+dt})"),
+        color=alt.Color("dt:O", title="dt", scale=alt.Scale(scheme="plasma"), legend=LEGEND),
+        opacity=alt.condition(pick, alt.value(1.0), alt.value(0.12)),
+        tooltip=[alt.Tooltip("dt:O"), alt.Tooltip("step:Q", title="t"), alt.Tooltip("S:Q", format=".4f")],
+    ).add_params(pick)
+    if brush is not None:
+        chart = chart.add_params(brush)
+    return chart.properties(title=alt.TitleParams("(b) adjacent kernel distance", subtitle="drag to select steps"), width=PANEL_W, height=PANEL_H)
+
+
+def cone_chart(ds: xr.Dataset, brush: alt.Parameter | None = None) -> alt.Chart:
+    """Panel (c): the trajectory of kernels in 2-D (classical MDS), H(0) marked, colour by step."""
+    df = pd.DataFrame({"step": ds["step"].values, "x": ds["cone_x"].values, "y": ds["cone_y"].values,
+                       "S0": ds["dist_to_init"].values})
+    line = alt.Chart(df).mark_line(color="lightgray", strokeWidth=1).encode(x="x:Q", y="y:Q", order="step:Q")
+    opacity = alt.condition(brush, alt.value(1.0), alt.value(0.15)) if brush is not None else alt.value(0.9)
+    pts = alt.Chart(df).mark_circle(size=45).encode(
+        x=alt.X("x:Q", title="embedding axis 1"),
+        y=alt.Y("y:Q", title="embedding axis 2"),
+        color=alt.Color("step:Q", title="step", scale=alt.Scale(scheme="blues")),
+        opacity=opacity,
+        tooltip=[alt.Tooltip("step:Q", title="t"), alt.Tooltip("S0:Q", title="S(θ_t, θ_0)", format=".4f")],
+    )
+    origin = alt.Chart(df.iloc[:1]).mark_point(shape="diamond", size=140, color="black", filled=True).encode(
+        x="x:Q", y="y:Q", tooltip=[alt.Tooltip("step:Q", title="H(0) at step")])
+    fid = ds.attrs.get("embedding_fidelity")
+    sub = f"2-D keeps {float(fid):.0%} of the variance" if fid is not None else ""
+    return alt.layer(line, pts, origin).properties(
+        title=alt.TitleParams("(c) the kernels' trajectory (◆ = H(0))", subtitle=sub), width=PANEL_W, height=PANEL_H)
+
+
+def _brush_band(brush: alt.Parameter) -> alt.Chart:
+    """A shaded band showing the brushed step range in another panel."""
+    return alt.Chart(pd.DataFrame({"_": [0]})).mark_rect(color="orange", opacity=0.15).encode(
+        x=alt.X("lo:Q"), x2="hi:Q").transform_calculate(
+        lo=f"{brush.name}.step ? {brush.name}.step[0] : 0", hi=f"{brush.name}.step ? {brush.name}.step[1] : 0")
+
+
+def kernel_dynamics_chart(ds: xr.Dataset) -> alt.VConcatChart:
+    """The paper's Figure 1 as three linked interactive panels: (a) | (b) above (c)."""
+    brush = alt.selection_interval(encodings=["x"], name="steps")
+    top = alt.hconcat(distance_to_reference_chart(ds, brush), adjacent_distance_chart(ds, brush))
+    return alt.vconcat(top, cone_chart(ds, brush)).resolve_scale(color="independent")
+
+
+def training_curves_chart(ds: xr.Dataset) -> alt.Chart:
+    """Train/test loss and accuracy against the step, one colour per split."""
+    rows = []
+    for split in ("train", "test"):
+        for metric in ("loss", "acc"):
+            name = f"{split}_{metric}"
+            if name in ds:
+                rows.append(pd.DataFrame({"step": ds["step"].values, "value": ds[name].values, "split": split,
+                                          "metric": "accuracy" if metric == "acc" else "loss"}))
+    df = pd.concat(rows, ignore_index=True)
+    base = alt.Chart(df).mark_line().encode(
+        x=_step_axis(), y=alt.Y("value:Q", title=None),
+        color=alt.Color("split:N", title="split"),
+        tooltip=["split:N", "step:Q", alt.Tooltip("value:Q", format=".4f")],
+    ).properties(width=PANEL_W, height=180)
+    return base.facet(column=alt.Column("metric:N", title=None)).resolve_scale(y="independent")
+
+
+def kernel_velocity_chart(ds: xr.Dataset, phase_end: int | None = None) -> alt.Chart:
+    """Kernel velocity :math:`v(t)` on a log scale, with the measured end of Phase I as a rule."""
+    df = _tidy(ds["velocity"], "v")
+    df = df[df["v"] > 0]
+    pick = alt.selection_point(fields=["dt"], bind="legend", name="pick_dt_v")
+    chart = alt.Chart(df).mark_line().encode(
+        x=_step_axis(), y=alt.Y("v:Q", title="v(t) (per step)", scale=alt.Scale(type="log")),
+        color=alt.Color("dt:O", scale=alt.Scale(scheme="plasma")),
+        opacity=alt.condition(pick, alt.value(1.0), alt.value(0.12)),
+        tooltip=["dt:O", "step:Q", alt.Tooltip("v:Q", format=".2e")],
+    ).add_params(pick)
+    if phase_end is not None:
+        rule = alt.Chart(pd.DataFrame({"step": [phase_end]})).mark_rule(color="red", strokeDash=[4, 2]).encode(
+            x="step:Q", tooltip=[alt.Tooltip("step:Q", title="end of Phase I")])
+        chart = alt.layer(chart, rule)
+    return chart.properties(title="kernel velocity", width=PANEL_W, height=PANEL_H)

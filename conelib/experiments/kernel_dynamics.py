@@ -1,0 +1,209 @@
+"""The kernel-dynamics experiment: the paper's Figure 1.
+
+Train one network and, at every snapshot step :math:`t`, compute the eNTK :math:`H(\\theta_t)` on a
+fixed probe subset. From the trajectory of kernels we store, over the training ``step``:
+
+* train/test loss and accuracy, the kernel's Frobenius norm, and :math:`S(\\theta_t, \\theta_0)`;
+* the adjacent distance :math:`S(\\theta_t, \\theta_{t+dt})` and velocity :math:`v(t)` for several
+  ``dt`` (Figure 1b);
+* the distance to reference steps :math:`S(\\theta_t, \\theta_\\tau)` for several ``tau`` (Figure 1a);
+* the pairwise distance matrix of all snapshots and the 2-D cone embedding (Figure 1c).
+
+Zhou et al. (2025), Section 4; Fort et al. (2020), Section 4.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import xarray as xr
+
+from conelib import data as data_mod
+from conelib.experiments.common import RunConfig, setup
+from conelib.kernels import (
+    KernelTrajectory,
+    adjacent_distance,
+    cone_embedding,
+    distance_to_reference,
+    embedding_fidelity,
+)
+from conelib.ntk import KINDS, METHODS, ntk_fn
+from conelib.results import load_or_compute, result_path, save_result
+from conelib.train import train
+
+EXPERIMENT = "kernel_dynamics"
+
+
+@dataclass(frozen=True)
+class KernelDynamicsConfig(RunConfig):
+    """A :class:`~conelib.experiments.common.RunConfig` plus the kernel snapshots.
+
+    Snapshots are taken every ``snapshot_every`` steps (and at 0 and ``steps``); every ``dt`` must
+    be a multiple of ``snapshot_every`` and every ``tau`` a snapshot step.
+    """
+
+    snapshot_every: int = 20
+    dts: tuple[int, ...] = (20, 40, 80)
+    taus: tuple[int, ...] = (200, 400, 600, 800)
+    probe_size: int = 128
+    kernel_kind: str = "trace"
+    ntk_method: str = "auto"
+    keep_kernels: bool = False
+
+    RUNTIME_FIELDS: ClassVar[tuple[str, ...]] = ("device", "data_root", "ntk_method", "keep_kernels")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.snapshot_every < 1:
+            raise ValueError(f"snapshot_every must be a positive number of steps, got {self.snapshot_every}")
+        if self.steps % self.snapshot_every:
+            raise ValueError(f"steps={self.steps} must be a multiple of snapshot_every={self.snapshot_every}")
+        bad_dt = [d for d in self.dts if d <= 0 or d % self.snapshot_every]
+        if bad_dt or not self.dts:
+            raise ValueError(f"dts must be non-empty positive multiples of snapshot_every={self.snapshot_every}, got {list(self.dts)}")
+        bad_tau = [t for t in self.taus if t < 0 or t > self.steps or t % self.snapshot_every]
+        if bad_tau:
+            raise ValueError(f"taus {bad_tau} are not snapshot steps (multiples of snapshot_every={self.snapshot_every} "
+                             f"in [0, steps={self.steps}])")
+        if self.probe_size < 2:
+            raise ValueError(f"probe_size must be at least 2, got {self.probe_size}")
+        if self.kernel_kind not in KINDS:
+            raise ValueError(f"kernel_kind={self.kernel_kind!r} is not supported; choose one of {KINDS}")
+        if self.ntk_method not in METHODS:
+            raise ValueError(f"ntk_method={self.ntk_method!r} is not supported; choose one of {METHODS}")
+
+    @property
+    def snapshot_steps(self) -> list[int]:
+        return list(range(0, self.steps + 1, self.snapshot_every))
+
+
+def kernel_dynamics_config(profile: str = "quick", **overrides: Any) -> KernelDynamicsConfig:
+    """The profile's kernel-dynamics parameters with the given (non-``None``) overrides."""
+    return KernelDynamicsConfig.from_profile(profile, EXPERIMENT, **overrides)
+
+
+def kernel_dynamics(
+    config: KernelDynamicsConfig | None = None,
+    *,
+    results_root: str | Path | None = None,
+    recompute: bool = False,
+    progress: bool = True,
+    **overrides: Any,
+) -> xr.Dataset:
+    """Run (or load, if stored) the kernel-dynamics experiment and return its Dataset.
+
+    Args:
+        config: the configuration; ``None`` → the defaults. Keyword ``overrides`` replace fields.
+        results_root: folder of stored results (default ``$CONELIB_RESULTS`` or ``./results``).
+        recompute: run even when a result for this configuration is stored.
+        progress: show a text progress bar.
+    """
+    cfg = config or KernelDynamicsConfig()
+    if overrides:
+        cfg = cfg.replace(**{k: v for k, v in overrides.items() if v is not None})
+
+    def compute() -> xr.Dataset:
+        ds, kernels = _run(cfg, progress=progress)
+        if cfg.keep_kernels:
+            save_result(kernels, kernels_path(cfg, results_root))
+        return ds
+
+    return load_or_compute(EXPERIMENT, cfg.identity(), compute, root=results_root, recompute=recompute,
+                           device=str(setup_device_name(cfg)))
+
+
+def kernels_path(cfg: KernelDynamicsConfig, results_root: str | Path | None = None) -> Path:
+    """Where the kernels themselves are stored when ``keep_kernels`` is set (a separate netCDF file)."""
+    p = result_path(EXPERIMENT, cfg.identity(), root=results_root)
+    return p.with_name(p.stem + ".kernels.nc")
+
+
+def setup_device_name(cfg: RunConfig) -> str:
+    from conelib.experiments.common import resolve_device
+
+    dev = resolve_device(cfg.device)
+    return torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
+
+
+def _run(cfg: KernelDynamicsConfig, *, progress: bool) -> tuple[xr.Dataset, xr.Dataset]:
+    device, data, model = setup(cfg)
+    x_probe, y_probe = data_mod.probe_subset(data, cfg.probe_size, seed=cfg.seed)
+    kernel = ntk_fn(model, kind=cfg.kernel_kind, method=cfg.ntk_method)
+    traj = KernelTrajectory()
+    kept: list[np.ndarray] = []
+    ntk_seconds: list[float] = []
+
+    def on_snapshot(step: int, net: torch.nn.Module) -> dict[str, float]:
+        t0 = time.perf_counter()
+        h = kernel(x_probe)
+        if h.is_cuda:
+            torch.cuda.synchronize()
+        ntk_seconds.append(time.perf_counter() - t0)
+        if not torch.isfinite(h).all():
+            raise FloatingPointError(f"the eNTK at step {step} has non-finite entries")
+        traj.add(step, h)
+        if cfg.keep_kernels:
+            kept.append(h.detach().float().cpu().numpy())
+        return {}
+
+    t_start = time.perf_counter()
+    hist = train(model, data, cfg.train_config(), snapshot_steps=cfg.snapshot_steps, on_snapshot=on_snapshot,
+                 progress=progress, desc=f"{EXPERIMENT} {cfg.model}/{cfg.dataset}")
+    wall = time.perf_counter() - t_start
+
+    steps = np.asarray(traj.steps)
+    dist = traj.distances()
+    ds = hist.to_dataset()
+    ds = ds.sel(step=steps)
+    ds["kernel_norm"] = ("step", np.asarray(traj.norms), {"long_name": "Frobenius norm of the eNTK ‖H(θ_t)‖_F", "units": "1"})
+    ds["dist_to_init"] = ("step", dist[:, 0], {"long_name": "kernel distance to initialisation S(θ_t, θ_0)", "units": "1"})
+    adj = np.stack([adjacent_distance(dist, steps, dt) for dt in cfg.dts], axis=1)
+    ds["adjacent_distance"] = (("step", "dt"), adj, {"long_name": "adjacent kernel distance S(θ_t, θ_{t+dt})", "units": "1"})
+    ds["velocity"] = (("step", "dt"), adj / np.asarray(cfg.dts, float)[None, :],
+                      {"long_name": "kernel velocity v(t) = S(θ_t, θ_{t+dt}) / dt", "units": "1/step"})
+    ds["dist_to_ref"] = (("step", "ref_step"), distance_to_reference(dist, steps, cfg.taus),
+                         {"long_name": "kernel distance to a reference step S(θ_t, θ_τ)", "units": "1"})
+    ds["pairwise_distance"] = (("step", "other_step"), dist, {"long_name": "kernel distance S(θ_s, θ_t)", "units": "1"})
+    xy = cone_embedding(dist)
+    ds["cone_x"] = ("step", xy[:, 0], {"long_name": "cone embedding, axis 1 (classical MDS of √(2S))", "units": "1"})
+    ds["cone_y"] = ("step", xy[:, 1], {"long_name": "cone embedding, axis 2 (classical MDS of √(2S))", "units": "1"})
+    ds["ntk_seconds"] = ("step", np.asarray(ntk_seconds), {"long_name": "wall time of one eNTK evaluation", "units": "s"})
+    ds = ds.assign_coords(
+        dt=("dt", np.asarray(cfg.dts), {"long_name": "step gap dt", "units": "steps"}),
+        ref_step=("ref_step", np.asarray(cfg.taus), {"long_name": "reference step τ", "units": "steps"}),
+        other_step=("other_step", steps, {"long_name": "training step", "units": "steps"}),
+    )
+    ds["step"].attrs.update({"long_name": "training step t", "units": "steps"})
+    ds.attrs.update({
+        "experiment": EXPERIMENT,
+        "title": f"eNTK dynamics of {cfg.model} on {cfg.dataset}",
+        "kernel_kind": cfg.kernel_kind,
+        "probe_size": int(x_probe.shape[0]),
+        "probe_classes": np.bincount(y_probe.cpu().numpy(), minlength=data.num_classes).tolist().__repr__(),
+        "norm_mode": "eNTK computed in eval mode (BatchNorm uses running statistics)",
+        "embedding": "classical MDS of the chord distance sqrt(2 S); H(0) at the origin",
+        "embedding_fidelity": embedding_fidelity(dist),
+        "wall_seconds": wall,
+        "n_params": int(sum(p.numel() for p in model.parameters())),
+    })
+    kernels = xr.Dataset()
+    if cfg.keep_kernels:
+        dims = ("step", "i", "j") if cfg.kernel_kind != "full" else ("step", "i", "j", "a", "b")
+        kernels = xr.Dataset({"kernel": (dims, np.stack(kept), {"long_name": f"eNTK ({cfg.kernel_kind})"})},
+                             coords={"step": steps}, attrs={"config_hash_of": EXPERIMENT})
+    return ds, kernels
+
+
+def config_of(ds: xr.Dataset) -> KernelDynamicsConfig:
+    """The configuration stored in a result's attrs."""
+    import json
+
+    d = json.loads(ds.attrs["config_json"])
+    names = {f.name for f in dataclasses.fields(KernelDynamicsConfig)}
+    return KernelDynamicsConfig.from_mapping({k: v for k, v in d.items() if k in names})

@@ -1,0 +1,365 @@
+"""Result storage: one ``xarray.Dataset`` per run, keyed by a hash of its configuration.
+
+A run's identity is the hash of its sorted, canonical configuration (as in open_lth, where a
+run's directory name is a hash of its hyperparameters), so results never need hand-made names:
+``<root>/<experiment>/<config_hash>.nc``.  Files are written atomically (temporary file in the
+same directory + ``os.replace``) so an interrupted run never leaves a partial result behind,
+and carry provenance attributes (config, git commit, package versions, device, time) after
+ArviZ's ``make_attrs``.  netCDF attributes take no ``dict``, ``None`` or ``bool``: those are
+sanitised on a copy when saving (``bool -> int``, ``None -> "none"``, ``dict/list -> JSON``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import enum
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import warnings
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
+from pathlib import Path, PurePath
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+__all__ = [
+    "canonical_config",
+    "config_hash",
+    "default_results_root",
+    "result_path",
+    "provenance_attrs",
+    "save_result",
+    "load_result",
+    "load_or_compute",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Environment variable that overrides the results root.
+RESULTS_ENV = "CONELIB_RESULTS"
+
+_EXPERIMENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+# --------------------------------------------------------------------------------------------
+# Canonical configuration and its hash
+# --------------------------------------------------------------------------------------------
+
+
+def _canonical(value: Any, where: str) -> Any:
+    """``value`` as plain JSON types; ``TypeError`` naming ``where`` otherwise."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, np.generic):  # numpy scalars -> Python scalars
+        return _canonical(value.item(), where)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, enum.Enum):
+        return _canonical(value.value, where)
+    if isinstance(value, PurePath):
+        return str(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        out = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(
+                    f"config key {key!r} at {where or '<top>'} must be a str "
+                    f"(JSON object keys are strings); got {type(key).__name__}"
+                )
+            out[key] = _canonical(item, f"{where}.{key}" if where else key)
+        return out
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [_canonical(item, f"{where}[{i}]") for i, item in enumerate(value)]
+    raise TypeError(
+        f"config value at {where or '<top>'!s} is not JSON-able: {type(value).__name__} "
+        f"{value!r}; allowed: None, bool, int, float, str, Path, enum, numpy scalar/array, "
+        "list/tuple, mapping with str keys, dataclass"
+    )
+
+
+def canonical_config(config: Mapping[str, Any]) -> dict:
+    """``config`` with plain JSON types only (recursively).
+
+    Tuples and numpy arrays become lists, numpy scalars Python scalars, ``Path`` a string,
+    enums their value, dataclasses (also nested) dicts of their fields.  Anything else raises
+    ``TypeError`` naming the offending key (dotted path, e.g. ``train.milestones[1]``).
+
+    Example:
+        >>> canonical_config({"milestones": (2, 3), "lr": np.float32(0.5)})
+        {'milestones': [2, 3], 'lr': 0.5}
+    """
+    if not isinstance(config, Mapping) and not (
+        dataclasses.is_dataclass(config) and not isinstance(config, type)
+    ):
+        raise TypeError(f"config must be a mapping or a dataclass; got {type(config).__name__}")
+    return _canonical(config, "")
+
+
+def _config_json(config: Mapping[str, Any]) -> str:
+    return json.dumps(canonical_config(config), sort_keys=True, separators=(",", ":"))
+
+
+def config_hash(config: Mapping[str, Any]) -> str:
+    """First 16 hex digits of the SHA-256 of the canonical JSON of ``config``.
+
+    The JSON is ``json.dumps(canonical_config(config), sort_keys=True, separators=(",", ":"))``.
+
+    Insensitive to key order, tuple vs. list and numpy vs. Python scalars; any changed value
+    changes the hash.  (``1`` and ``1.0`` are different values here.)
+    """
+    return hashlib.sha256(_config_json(config).encode("utf-8")).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------------------------
+# Paths
+# --------------------------------------------------------------------------------------------
+
+
+#: the source checkout's ``results/`` folder (when conelib runs from a checkout / editable install)
+REPO_RESULTS = Path(__file__).resolve().parent.parent / "results"
+
+
+def default_results_root() -> Path:
+    """``$CONELIB_RESULTS`` if set and non-empty; else the checkout's ``results/`` when conelib
+    runs from a source checkout (so notebooks opened from ``notebooks/`` find the same store);
+    else ``./results`` of the current directory."""
+    env = os.environ.get(RESULTS_ENV, "").strip()
+    if env:
+        return Path(env).expanduser()
+    if (REPO_RESULTS.parent / "pyproject.toml").is_file() and REPO_RESULTS.is_dir():
+        return REPO_RESULTS
+    return Path.cwd() / "results"
+
+
+def resolve_root(root: str | Path | None) -> Path:
+    """``None`` → :func:`default_results_root`; a path that exists or is absolute → itself;
+    otherwise a sub-folder of the default root (``"paper"`` → ``results/paper``)."""
+    if root is None:
+        return default_results_root()
+    p = Path(root).expanduser()
+    if p.is_absolute() or p.exists():
+        return p
+    return default_results_root() / p
+
+
+def stored_results(experiment: str, root: str | Path | None = None) -> list[xr.Dataset]:
+    """Every stored result of ``experiment`` under ``root`` (see :func:`resolve_root`), oldest first."""
+    folder = resolve_root(root) / experiment
+    found = [load_result(p) for p in sorted(folder.glob("*.nc")) if not p.name.endswith(".kernels.nc")]
+    return sorted(found, key=lambda ds: str(ds.attrs.get("created", "")))
+
+
+def result_path(experiment: str, config: Mapping[str, Any], root: str | Path | None = None) -> Path:
+    """``root / experiment / f"{config_hash(config)}.nc"`` (root: :func:`default_results_root`)."""
+    if not isinstance(experiment, str) or not _EXPERIMENT_RE.match(experiment):
+        raise ValueError(
+            f"experiment must be a name of letters, digits, '_', '.' or '-' (not starting with "
+            f"'.', '_' or '-'); got {experiment!r}"
+        )
+    root = resolve_root(root)
+    return root / experiment / f"{config_hash(config)}.nc"
+
+
+# --------------------------------------------------------------------------------------------
+# Provenance
+# --------------------------------------------------------------------------------------------
+
+
+def _git(args: list[str], cwd: Path) -> str | None:
+    try:
+        proc = subprocess.run(
+            ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def _git_state() -> tuple[str, int]:
+    """(commit of HEAD, 1 if the ``conelib`` source tree has uncommitted changes else 0).
+
+    ``("unknown", ...)`` when the package is not in a git work tree or HEAD has no commit yet;
+    ``git_dirty`` is 0 outside a work tree (an installed package is identified by its version).
+    """
+    src = Path(__file__).resolve().parent
+    inside = _git(["rev-parse", "--is-inside-work-tree"], src)
+    if inside != "true":
+        return "unknown", 0
+    commit = _git(["rev-parse", "HEAD"], src) or "unknown"
+    status = _git(["status", "--porcelain", "--", "."], src)
+    dirty = 1 if status is None or status != "" or commit == "unknown" else 0
+    return commit, dirty
+
+
+def _version(module: str) -> str:
+    try:
+        mod = __import__(module)
+    except ImportError:
+        return "not installed"
+    return str(getattr(mod, "__version__", "unknown"))
+
+
+def provenance_attrs(config: Mapping[str, Any], *, device: str | None = None) -> dict:
+    """Provenance attributes for a result Dataset (after ArviZ's ``make_attrs``).
+
+    Keys: ``config_json`` (canonical, sorted JSON), ``config_hash``, ``git_commit`` (``git
+    rev-parse HEAD`` of the conelib source tree, ``"unknown"`` outside a repository),
+    ``git_dirty`` (int 0/1), ``conelib_version``, ``torch_version``, ``python_version``,
+    ``numpy_version``, ``xarray_version``, ``device`` (``"unknown"`` if not given) and
+    ``created`` (ISO-8601, UTC).  All values are netCDF-safe (str or int).
+    """
+    from conelib import __version__ as conelib_version
+
+    commit, dirty = _git_state()
+    return {
+        "config_json": _config_json(config),
+        "config_hash": config_hash(config),
+        "git_commit": commit,
+        "git_dirty": int(dirty),
+        "conelib_version": str(conelib_version),
+        "torch_version": _version("torch"),
+        "python_version": sys.version.split()[0],
+        "numpy_version": np.__version__,
+        "xarray_version": xr.__version__,
+        "device": "unknown" if device is None else str(device),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Saving and loading
+# --------------------------------------------------------------------------------------------
+
+
+def _sanitize_attr(value: Any, where: str) -> Any:
+    if value is None:
+        return "none"
+    if isinstance(value, (bool, np.bool_)):
+        return int(value)
+    if isinstance(value, (Mapping, list, tuple)) or (
+        dataclasses.is_dataclass(value) and not isinstance(value, type)
+    ):
+        return json.dumps(_canonical(value, where), sort_keys=isinstance(value, Mapping))
+    if isinstance(value, PurePath):
+        return str(value)
+    if isinstance(value, np.generic):
+        return value.item() if not isinstance(value, np.bool_) else int(value)
+    if isinstance(value, (str, int, float, np.ndarray)):
+        if isinstance(value, float) and not math.isfinite(value):
+            return value  # netCDF stores NaN/inf floats
+        if isinstance(value, np.ndarray) and value.dtype == bool:
+            return value.astype(np.int8)
+        return value
+    raise TypeError(
+        f"attribute {where} has a type netCDF cannot store: {type(value).__name__}; allowed: "
+        "str, int, float, bool, None, numpy scalar/array, list/tuple/dict of JSON-able values"
+    )
+
+
+def _sanitized_copy(ds: xr.Dataset) -> xr.Dataset:
+    out = ds.copy(deep=False)
+    out.attrs = {k: _sanitize_attr(v, f"ds.attrs[{k!r}]") for k, v in ds.attrs.items()}
+    for name in out.variables:
+        var = out.variables[name]
+        original = ds.variables[name].attrs
+        var.attrs = {k: _sanitize_attr(v, f"{name}.attrs[{k!r}]") for k, v in original.items()}
+    return out
+
+
+def save_result(ds: xr.Dataset, path: str | Path) -> Path:
+    """Write ``ds`` to ``path`` (netCDF4) atomically; returns ``path``.
+
+    The Dataset (attributes sanitised on a copy) is written to a temporary file in the target
+    directory, then moved over ``path`` with ``os.replace``: readers see the old file or the
+    new one, never a partial file, and a failed write leaves no temporary file behind.
+    """
+    if not isinstance(ds, xr.Dataset):
+        raise TypeError(f"ds must be an xarray.Dataset; got {type(ds).__name__}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    clean = _sanitized_copy(ds)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        clean.to_netcdf(tmp, engine="netcdf4")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def load_result(path: str | Path) -> xr.Dataset:
+    """Load a stored result fully into memory and close the file (so it can be overwritten)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"result file not found: {path}")
+    return xr.load_dataset(path, engine="netcdf4")
+
+
+def load_or_compute(
+    experiment: str,
+    config: Mapping[str, Any],
+    compute: Callable[[], xr.Dataset],
+    *,
+    root: str | Path | None = None,
+    recompute: bool = False,
+    device: str | None = None,
+) -> xr.Dataset:
+    """The stored result of ``(experiment, config)``, computing and storing it if needed.
+
+    If ``result_path(experiment, config, root)`` exists and ``recompute`` is false, the file is
+    loaded (logged as ``loaded stored result <path>``).  Otherwise -- or if the stored file is
+    unreadable or belongs to another configuration (a warning is issued) -- ``compute()`` is
+    called, :func:`provenance_attrs` and ``experiment`` are added to its attributes, the
+    Dataset is saved with :func:`save_result` and returned as read back from disk (so a
+    computed and a loaded result look the same).
+    """
+    path = result_path(experiment, config, root)
+    expected = config_hash(config)
+    if path.exists() and not recompute:
+        try:
+            ds = load_result(path)
+        except Exception as err:  # noqa: BLE001 - any unreadable file means "recompute"
+            warnings.warn(
+                f"stored result {path} could not be read ({type(err).__name__}: {err}); "
+                "recomputing it",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        else:
+            stored = ds.attrs.get("config_hash")
+            if stored is None or stored == expected:
+                logger.info("loaded stored result %s", path)
+                return ds
+            warnings.warn(
+                f"stored result {path} has config_hash {stored!r}, expected {expected!r}; "
+                "recomputing it",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+    ds = compute()
+    if not isinstance(ds, xr.Dataset):
+        raise TypeError(f"compute() must return an xarray.Dataset; got {type(ds).__name__}")
+    ds = ds.copy(deep=False)
+    ds.attrs = {**ds.attrs, "experiment": experiment, **provenance_attrs(config, device=device)}
+    save_result(ds, path)
+    logger.info("computed and stored result %s", path)
+    return load_result(path)
