@@ -1,4 +1,4 @@
-"""Altair chart builders. Each takes a stored ``xarray.Dataset`` and returns an interactive chart.
+"""Charts of the kernel-dynamics experiment (the paper's Figure 1), from its stored Dataset.
 
 Charts are always redrawn from a Dataset, never by retraining. Interactions: hover tooltips, a
 legend click isolates one ``tau`` / ``dt`` / switching step (shift-click for several), and a brush over
@@ -12,30 +12,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-PANEL_W, PANEL_H = 250, 220
-LEGEND = alt.Legend(orient="bottom", direction="horizontal")
-
-
-def enable_renderer() -> None:
-    """Render charts as Altair's HTML output (call once per notebook).
-
-    The book serves the Vega scripts that this output needs from its own ``_static`` folder, so
-    the charts draw offline there; JupyterLab draws the same output in a trusted notebook.
-    (Altair 6's Vega-Lite MIME bundle uses a key that nbformat's schema rejects, so papermill
-    could not store it; the HTML output has no such problem.)
-    """
-    alt.renderers.enable("html")
-    alt.data_transformers.disable_max_rows()
-
-
-def _tidy(da: xr.DataArray, value: str = "value") -> pd.DataFrame:
-    df = da.to_dataframe(name=value).reset_index()
-    df = df[np.isfinite(df[value])]
-    return df[[c for c in df.columns if c in (*da.dims, value)]]
-
-
-def _step_axis(title: str = "training step t") -> alt.X:
-    return alt.X("step:Q", title=title)
+from conelib.charts.common import LEGEND, PANEL_H, PANEL_W, _step_axis, _tidy
 
 
 def distance_to_reference_chart(ds: xr.Dataset, brush: alt.Parameter | None = None) -> alt.Chart:
