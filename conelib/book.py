@@ -297,9 +297,8 @@ make main        # = python -m conelib all --profile quick
 To execute only this notebook, then rebuild:
 
 ```bash
-papermill notebooks/{name}.ipynb {GENERATED_DIR}/{name}.ipynb \\
-    -f profiles/quick.yaml
-python -c "from conelib.book import build_book; build_book()"
+conelib run {name} --profile quick
+conelib book
 ```
 
 {see}

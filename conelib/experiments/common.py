@@ -30,6 +30,12 @@ def resolve_device(device: str | None) -> torch.device:
     return dev
 
 
+def device_name(device: str | None) -> str:
+    """A readable name of the device a run uses, for the provenance attrs ("cpu" or the GPU's name)."""
+    dev = resolve_device(device)
+    return torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """One training run: model, data, optimiser and schedule (open_lth-style SGD).

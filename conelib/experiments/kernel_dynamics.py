@@ -25,7 +25,7 @@ import torch
 import xarray as xr
 
 from conelib import data as data_mod
-from conelib.experiments.common import RunConfig, setup
+from conelib.experiments.common import RunConfig, device_name, setup
 from conelib.kernels import (
     KernelTrajectory,
     adjacent_distance,
@@ -115,20 +115,13 @@ def kernel_dynamics(
         return ds
 
     return load_or_compute(EXPERIMENT, cfg.identity(), compute, root=results_root, recompute=recompute,
-                           device=str(setup_device_name(cfg)))
+                           device=device_name(cfg.device))
 
 
 def kernels_path(cfg: KernelDynamicsConfig, results_root: str | Path | None = None) -> Path:
     """Where the kernels themselves are stored when ``keep_kernels`` is set (a separate netCDF file)."""
     p = result_path(EXPERIMENT, cfg.identity(), root=results_root)
     return p.with_name(p.stem + ".kernels.nc")
-
-
-def setup_device_name(cfg: RunConfig) -> str:
-    from conelib.experiments.common import resolve_device
-
-    dev = resolve_device(cfg.device)
-    return torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
 
 
 def _run(cfg: KernelDynamicsConfig, *, progress: bool) -> tuple[xr.Dataset, xr.Dataset]:
@@ -185,7 +178,7 @@ def _run(cfg: KernelDynamicsConfig, *, progress: bool) -> tuple[xr.Dataset, xr.D
         "title": f"eNTK dynamics of {cfg.model} on {cfg.dataset}",
         "kernel_kind": cfg.kernel_kind,
         "probe_size": int(x_probe.shape[0]),
-        "probe_classes": np.bincount(y_probe.cpu().numpy(), minlength=data.num_classes).tolist().__repr__(),
+        "probe_classes": str(np.bincount(y_probe.cpu().numpy(), minlength=data.num_classes).tolist()),
         "norm_mode": "eNTK computed in eval mode (BatchNorm uses running statistics)",
         "embedding": "classical MDS of the chord distance sqrt(2 S); H(0) at the origin",
         "embedding_fidelity": embedding_fidelity(dist),
