@@ -294,7 +294,7 @@ and rebuilds the book.
 make main        # = python -m conelib all --profile quick
 ```
 
-To execute only this notebook, then rebuild:
+To execute only this notebook (`notebooks/{name}.ipynb`), then rebuild:
 
 ```bash
 conelib run {name} --profile quick
