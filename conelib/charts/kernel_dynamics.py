@@ -81,8 +81,10 @@ def _brush_band(brush: alt.Parameter) -> alt.Chart:
 def kernel_dynamics_chart(ds: xr.Dataset) -> alt.VConcatChart:
     """The paper's Figure 1 as three linked interactive panels: (a) | (b) above (c)."""
     brush = alt.selection_interval(encodings=["x"], name="steps")
-    top = alt.hconcat(distance_to_reference_chart(ds, brush), adjacent_distance_chart(ds, brush))
-    return alt.vconcat(top, cone_chart(ds, brush)).resolve_scale(color="independent")
+    top = alt.hconcat(distance_to_reference_chart(ds, brush), adjacent_distance_chart(ds, brush)).resolve_scale(
+        color="independent").resolve_legend(color="independent")
+    return alt.vconcat(top, cone_chart(ds, brush)).resolve_scale(color="independent").resolve_legend(
+        color="independent")
 
 
 def training_curves_chart(ds: xr.Dataset) -> alt.Chart:
