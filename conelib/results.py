@@ -11,7 +11,6 @@ sanitised on a copy when saving (``bool -> int``, ``None -> "none"``, ``dict/lis
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import enum
 import hashlib
@@ -22,7 +21,6 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 import warnings
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
@@ -31,6 +29,8 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
+
+from conelib.atomic import atomic_write
 
 __all__ = [
     "canonical_config",
@@ -291,19 +291,8 @@ def save_result(ds: xr.Dataset, path: str | Path) -> Path:
     """
     if not isinstance(ds, xr.Dataset):
         raise TypeError(f"ds must be an xarray.Dataset; got {type(ds).__name__}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     clean = _sanitized_copy(ds)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        clean.to_netcdf(tmp, engine="netcdf4")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write(path, lambda tmp: clean.to_netcdf(tmp, engine="netcdf4"))
 
 
 def load_result(path: str | Path) -> xr.Dataset:

@@ -29,8 +29,6 @@ import contextlib
 import dataclasses
 import math
 import numbers
-import os
-import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +40,8 @@ import torch.nn.functional as F
 import xarray as xr
 from torch import nn
 from tqdm import tqdm
+
+from conelib.atomic import atomic_write
 
 __all__ = [
     "TrainConfig",
@@ -497,17 +497,7 @@ def evaluate(
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def save_checkpoint(
