@@ -8,7 +8,6 @@ steps in panel (b) highlights the same steps in panels (a) and (c).
 from __future__ import annotations
 
 import altair as alt
-import numpy as np
 import pandas as pd
 import xarray as xr
 

@@ -52,6 +52,7 @@ __all__ = [
     "VGG16",
     "center_pad",
     "make_norm",
+    "scaled",
     "init_open_lth",
     "kaiming_std",
 ]
