@@ -23,7 +23,7 @@ from conelib.kernels import (
     kernel_velocity,
     pairwise_distances,
 )
-from conelib.measures import cone_width, phase_one_end, verdict
+from conelib.measures import cone_width, phase_one_end, trajectory_dataset, velocity_drop, verdict
 from conelib.models import MODELS, NORMS
 from conelib.models import build as build_model
 from conelib.ntk import empirical_ntk, ntk_fn
@@ -38,7 +38,7 @@ __all__ = [
     "empirical_ntk", "ntk_fn",
     "KernelTrajectory", "adjacent_distance", "cone_embedding", "distance_to_reference", "kernel_distance",
     "kernel_velocity", "pairwise_distances",
-    "cone_width", "phase_one_end", "verdict",
+    "cone_width", "phase_one_end", "trajectory_dataset", "velocity_drop", "verdict",
     "config_hash", "load_or_compute", "load_result", "save_result", "stored_results",
     "TrainConfig", "TrainingDivergedError", "preset", "train",
 ]

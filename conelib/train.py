@@ -374,6 +374,11 @@ class TrainingDivergedError(FloatingPointError):
             f"lr = {self.lr:g}; try a smaller lr (or a longer warm-up)"
         )
 
+    def __reduce__(self) -> tuple:
+        # pickle by the constructor's arguments (the default would pass the message as `step`),
+        # so the error crosses process boundaries intact (Dask workers, multiprocessing)
+        return (type(self), (self.step, self.loss, self.lr))
+
 
 _BUILTIN_VARS = ("train_loss", "train_acc", "test_loss", "test_acc")
 _VAR_ATTRS = {

@@ -168,3 +168,12 @@ def test_notebook_runs_with_papermill_and_its_page_draws_offline(tmp_path) -> No
     assert report.math_typeset and report.math_errors == []
     html = page.read_text(encoding="utf-8")
     assert f"{ds.attrs['probe_size']}" in html and "lenet_300_100" in html  # glued numbers made it into the prose
+
+
+def test_numbers_are_coerced_so_equal_configs_hash_equal() -> None:
+    from conelib.results import config_hash
+
+    a = KernelDynamicsConfig(**{**TINY, "weight_decay": 0, "lr": 1})
+    b = KernelDynamicsConfig(**{**TINY, "weight_decay": 0.0, "lr": 1.0, "dts": [10, 20]})
+    assert isinstance(a.weight_decay, float) and isinstance(a.lr, float) and a == b
+    assert config_hash(a.identity()) == config_hash(b.identity())

@@ -609,3 +609,11 @@ def test_runs_on_each_device(device):
             TrainConfig(steps=300, batch_size=8, lr=1e6, momentum=0.0),
             **QUIET,
         )
+
+
+def test_diverged_error_survives_pickling():
+    import pickle
+
+    err = pickle.loads(pickle.dumps(TrainingDivergedError(7, float("nan"), 0.5)))
+    assert isinstance(err, TrainingDivergedError)
+    assert (err.step, err.lr) == (7, 0.5) and "step 7" in str(err)

@@ -104,7 +104,8 @@ computed the eNTK on {glue:text}`n_probe` probe images; the final test accuracy 
 * Over the first snapshots, kernels {glue:text}`dt0` steps apart differ by up to
   $S =$ {glue:text}`adj_early`; in the second half of training the typical (median) adjacent distance
   is {glue:text}`adj_late`, about {glue:text}`adj_ratio` times smaller.
-* With the definition in {doc}`../phases` (the velocity stays below 10% of its peak from then on),
+* With the definition in {doc}`../phases` (the velocity, smoothed by a running median over 5
+  snapshots, stays below 10% of its peak from then on),
   Phase I ends at **{glue:text}`phase_end`** ({glue:text}`phase_end_frac` of the run).
 * Seen from the end of Phase I, the kernel moves a further $S =$ {glue:text}`cone_final` by the end
   of training, and {glue:text}`cone_share` of that distance is covered in the second half of the

@@ -73,11 +73,14 @@ class RunConfig:
         for name in ("steps", "batch_size", "width"):
             if int(getattr(self, name)) < (0 if name == "steps" else 1):
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        # tuples, not lists, so that configs hash and compare by value
+        # tuples, not lists, and floats for float fields (`-p weight_decay 0` arrives as the int 0),
+        # so that configs hash and compare by value
         for f in fields(self):
             v = getattr(self, f.name)
             if isinstance(v, list):
                 object.__setattr__(self, f.name, tuple(v))
+            elif f.type in ("float", float) and isinstance(v, int) and not isinstance(v, bool):
+                object.__setattr__(self, f.name, float(v))
         self.train_config()  # validates the optimiser fields
 
     @classmethod

@@ -26,13 +26,8 @@ import xarray as xr
 
 from conelib import data as data_mod
 from conelib.experiments.common import RunConfig, device_name, setup
-from conelib.kernels import (
-    KernelTrajectory,
-    adjacent_distance,
-    cone_embedding,
-    distance_to_reference,
-    embedding_fidelity,
-)
+from conelib.kernels import KernelTrajectory
+from conelib.measures import distances_dataset
 from conelib.ntk import KINDS, METHODS, ntk_fn
 from conelib.results import load_or_compute, result_path, save_result
 from conelib.train import train
@@ -151,28 +146,9 @@ def _run(cfg: KernelDynamicsConfig, *, progress: bool) -> tuple[xr.Dataset, xr.D
     wall = time.perf_counter() - t_start
 
     steps = np.asarray(traj.steps)
-    dist = traj.distances()
-    ds = hist.to_dataset()
-    ds = ds.sel(step=steps)
-    ds["kernel_norm"] = ("step", np.asarray(traj.norms), {"long_name": "Frobenius norm of the eNTK ‖H(θ_t)‖_F", "units": "1"})
-    ds["dist_to_init"] = ("step", dist[:, 0], {"long_name": "kernel distance to initialisation S(θ_t, θ_0)", "units": "1"})
-    adj = np.stack([adjacent_distance(dist, steps, dt) for dt in cfg.dts], axis=1)
-    ds["adjacent_distance"] = (("step", "dt"), adj, {"long_name": "adjacent kernel distance S(θ_t, θ_{t+dt})", "units": "1"})
-    ds["velocity"] = (("step", "dt"), adj / np.asarray(cfg.dts, float)[None, :],
-                      {"long_name": "kernel velocity v(t) = S(θ_t, θ_{t+dt}) / dt", "units": "1/step"})
-    ds["dist_to_ref"] = (("step", "ref_step"), distance_to_reference(dist, steps, cfg.taus),
-                         {"long_name": "kernel distance to a reference step S(θ_t, θ_τ)", "units": "1"})
-    ds["pairwise_distance"] = (("step", "other_step"), dist, {"long_name": "kernel distance S(θ_s, θ_t)", "units": "1"})
-    xy = cone_embedding(dist)
-    ds["cone_x"] = ("step", xy[:, 0], {"long_name": "cone embedding, axis 1 (classical MDS of √(2S))", "units": "1"})
-    ds["cone_y"] = ("step", xy[:, 1], {"long_name": "cone embedding, axis 2 (classical MDS of √(2S))", "units": "1"})
+    ds = distances_dataset(steps, traj.distances(), traj.norms, dts=cfg.dts, taus=cfg.taus)
+    ds = xr.merge([hist.to_dataset().sel(step=steps), ds], combine_attrs="drop_conflicts")
     ds["ntk_seconds"] = ("step", np.asarray(ntk_seconds), {"long_name": "wall time of one eNTK evaluation", "units": "s"})
-    ds = ds.assign_coords(
-        dt=("dt", np.asarray(cfg.dts), {"long_name": "step gap dt", "units": "steps"}),
-        ref_step=("ref_step", np.asarray(cfg.taus), {"long_name": "reference step τ", "units": "steps"}),
-        other_step=("other_step", steps, {"long_name": "training step", "units": "steps"}),
-    )
-    ds["step"].attrs.update({"long_name": "training step t", "units": "steps"})
     ds.attrs.update({
         "experiment": EXPERIMENT,
         "title": f"eNTK dynamics of {cfg.model} on {cfg.dataset}",
@@ -180,8 +156,6 @@ def _run(cfg: KernelDynamicsConfig, *, progress: bool) -> tuple[xr.Dataset, xr.D
         "probe_size": int(x_probe.shape[0]),
         "probe_classes": str(np.bincount(y_probe.cpu().numpy(), minlength=data.num_classes).tolist()),
         "norm_mode": "eNTK computed in eval mode (BatchNorm uses running statistics)",
-        "embedding": "classical MDS of the chord distance sqrt(2 S); H(0) at the origin",
-        "embedding_fidelity": embedding_fidelity(dist),
         "wall_seconds": wall,
         "n_params": int(sum(p.numel() for p in model.parameters())),
     })

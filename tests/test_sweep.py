@@ -1,0 +1,330 @@
+"""Tests of `conelib.sweep`: grids, the summary over stored runs, and a real sweep on a Dask LocalCluster.
+
+Oracles: grids are checked against explicit nested loops over the axes; the summary against
+`conelib.measures.verdict` called directly on each stored run (stand-in Datasets built from
+synthetic kernels, so no training is needed); the Dask sweep against the files it leaves on disk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import xarray as xr
+import yaml
+
+from conelib import cli
+from conelib.experiments.kernel_dynamics import EXPERIMENT, KernelDynamicsConfig
+from conelib.measures import VERDICTS, trajectory_dataset, verdict
+from conelib.profiles import load_profile
+from conelib.results import config_hash, load_result, result_path, save_result
+from conelib.sweep import (
+    Grid,
+    expand_grid,
+    load_grid,
+    pending,
+    run_sweep,
+    summarize,
+    summary_path,
+)
+
+#: tiny runs: an MLP on scikit-learn's 8x8 digits, 40 steps, eNTK on 16 probe images every 10 steps
+TINY_BASE = {
+    "model": "lenet_300_100", "dataset": "digits", "steps": 40, "snapshot_every": 10, "dts": [10],
+    "taus": [20], "probe_size": 16, "batch_size": 32, "momentum": 0.9, "weight_decay": 0, "device": "cpu",
+}
+
+
+# ------------------------------------------------------------------------------------------
+# grids
+# ------------------------------------------------------------------------------------------
+
+
+def test_expand_grid_is_the_cartesian_product_over_the_base():
+    grid = Grid.from_mapping({"base": TINY_BASE, "grid": {"lr": [0.01, 0.1], "seed": [0, 1, 2], "width": [1, 2]}})
+    points = expand_grid(grid)
+    assert grid.size == len(points) == 12
+    i = 0
+    for lr in (0.01, 0.1):  # row-major: the last axis varies fastest
+        for seed in (0, 1, 2):
+            for width in (1, 2):
+                coords, cfg = points[i]
+                assert coords == {"lr": lr, "seed": seed, "width": width}
+                want = KernelDynamicsConfig.from_mapping({**TINY_BASE, "weight_decay": 0.0, "lr": lr, "seed": seed,
+                                                          "width": width})
+                assert cfg == want
+                i += 1
+
+
+def test_grid_from_a_profile_with_overrides():
+    grid = Grid.from_mapping({"base": {"profile": "quick", "steps": 2400}, "grid": {"lr": [0.01]}})
+    quick = load_profile("quick", EXPERIMENT)
+    assert grid.base["steps"] == 2400
+    assert grid.base["model"] == quick["model"] and grid.base["probe_size"] == quick["probe_size"]
+    # the hash covers the resolved configuration, not the profile's name
+    explicit = Grid.from_mapping({"base": {**quick, "steps": 2400}, "grid": {"lr": [0.01]}})
+    assert explicit.hash == grid.hash
+    assert Grid.from_mapping({"base": {**quick, "steps": 2600}, "grid": {"lr": [0.01]}}).hash != grid.hash
+    # ... and not the order of the axes, nor the base value of a swept field
+    a = Grid.from_mapping({"base": TINY_BASE, "grid": {"lr": [0.01, 0.1], "seed": [0, 1]}})
+    b = Grid.from_mapping({"base": {**TINY_BASE, "lr": 0.3}, "grid": {"seed": [0, 1], "lr": [0.01, 0.1]}})
+    assert a.hash == b.hash
+
+
+def test_yaml_integers_for_float_fields_hash_like_floats(tmp_path):
+    path = tmp_path / "g.yaml"
+    path.write_text(yaml.safe_dump({"base": TINY_BASE, "grid": {"weight_decay": [0, 1], "lr": [1]}}))
+    grid = load_grid(path)
+    cfgs = [p.config for p in expand_grid(grid)]
+    assert [c.weight_decay for c in cfgs] == [0.0, 1.0] and all(isinstance(c.lr, float) for c in cfgs)
+    same = KernelDynamicsConfig.from_mapping({**TINY_BASE, "weight_decay": 0.0, "lr": 1.0})
+    assert config_hash(cfgs[0].identity()) == config_hash(same.identity())
+    assert grid.source == str(path)
+
+
+@pytest.mark.parametrize(
+    "mapping, match",
+    [
+        ({"base": TINY_BASE, "grid": {"lr": [0.1]}, "workers": 3}, r"unknown key\(s\) \['workers'\].*allowed"),
+        ({"base": TINY_BASE, "grid": {"learning_rate": [0.1]}}, "'learning_rate' is not a KernelDynamicsConfig field"),
+        ({"base": TINY_BASE, "grid": {"device": ["cpu", "cuda"]}}, "runtime fields"),
+        ({"base": TINY_BASE, "grid": {"lr": []}}, "at least one value"),
+        ({"base": TINY_BASE, "grid": {"lr": [0.1, 0.1]}}, "twice"),
+        ({"base": TINY_BASE, "grid": {}}, "non-empty mapping"),
+        ({"base": TINY_BASE, "grid": {"model": ["lenet5", "nope"]}}, r"grid point \{'model': 'nope'\}"),
+        ({"base": {**TINY_BASE, "optimizer": "adam"}, "grid": {"lr": [0.1]}}, r"unknown parameter\(s\) \['optimizer'\]"),
+    ],
+)
+def test_bad_grids_are_rejected(mapping, match):
+    with pytest.raises(ValueError, match=match):
+        Grid.from_mapping(mapping)
+
+
+def test_missing_grid_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="grid file not found"):
+        load_grid(tmp_path / "nope.yaml")
+
+
+def test_the_repository_grids_are_valid():
+    from conelib.cli import REPO
+
+    files = sorted((REPO / "sweeps").glob("*.yaml"))
+    assert files, "sweeps/ holds the grids that were run"
+    for f in files:
+        assert load_grid(f).size >= 2
+
+
+# ------------------------------------------------------------------------------------------
+# the summary, from stand-in results
+# ------------------------------------------------------------------------------------------
+
+
+def _stand_in(kind: str, acc: float) -> xr.Dataset:
+    """A stored-run stand-in: rank-one kernels H = uuᵀ at angle φ_t (S = sin²Δφ), training curves."""
+    steps = np.arange(0, 401, 10)
+    if kind == "steady":
+        phi = 2e-3 * steps
+    elif kind == "cone":  # fast, then a short rise to a plateau at S = sin²(0.1)
+        phi = np.where(steps <= 100, 2e-2 * steps, 2.0 + 0.1 * (1 - np.exp(-(steps - 100) / 20.0)))
+    else:  # "lazy": fast, then frozen
+        phi = np.minimum(steps, 100) * 2e-2
+    kernels = [np.outer(u, u) for u in np.stack([np.cos(phi), np.sin(phi)], axis=1)]
+    ds = trajectory_dataset(steps, kernels, dts=[10, 20], taus=[100])
+    n = len(steps)
+    ds["test_acc"] = ("step", np.linspace(0.1, acc, n))
+    ds["train_acc"] = ("step", np.linspace(0.1, 1.0, n))
+    ds["train_loss"] = ("step", np.linspace(2.3, 0.01, n))
+    ds.attrs["wall_seconds"] = 12.5
+    return ds
+
+
+def test_summarize_reads_the_measures_of_every_stored_run(tmp_path):
+    grid = Grid.from_mapping({"base": TINY_BASE, "grid": {"lr": [0.01, 0.1], "seed": [0, 1]}})
+    points = expand_grid(grid)
+    kinds = ["steady", "cone", "lazy", None]  # the last point is not stored
+    stored = {}
+    for (coords, cfg), kind, acc in zip(points, kinds, (0.5, 0.6, 0.7, 0.8)):
+        if kind is not None:
+            ds = _stand_in(kind, acc)
+            save_result(ds, result_path(EXPERIMENT, cfg.identity(), tmp_path))
+            stored[(coords["lr"], coords["seed"])] = ds
+    assert [p.coords for p in pending(grid, tmp_path)] == [{"lr": 0.1, "seed": 1}]
+
+    summary = summarize(grid, tmp_path)
+    assert summary.verdict.dims == ("lr", "seed")
+    assert list(summary.lr.values) == [0.01, 0.1] and list(summary.seed.values) == [0, 1]
+    for (lr, seed), ds in stored.items():
+        v = verdict(ds)  # the oracle: the measures called directly
+        row = summary.sel(lr=lr, seed=seed)
+        assert str(row.verdict.values) == v.verdict
+        assert int(row.verdict_code) == VERDICTS.index(v.verdict)
+        for name in ("phase_one_end", "cone_final", "late_growth_share", "velocity_drop"):
+            want = getattr(v, name)
+            assert float(row[name]) == pytest.approx(np.nan if want is None else want, nan_ok=True)
+        assert float(row.final_test_acc) == pytest.approx(float(ds.test_acc[-1]))
+        assert float(row.wall_seconds) == 12.5
+    # the three constructions get three different verdicts
+    assert {str(summary.verdict.sel(lr=0.01, seed=s).values) for s in (0, 1)} == {"no two phases", "two phases, cone"}
+    assert str(summary.verdict.sel(lr=0.1, seed=0).values) == "two phases, lazy"
+    missing = summary.sel(lr=0.1, seed=1)
+    assert str(missing.verdict.values) == "missing" and int(missing.verdict_code) == -1
+    assert np.isnan(float(missing.final_test_acc))
+    assert summary.attrs["n_missing"] == 1 and summary.attrs["n_runs"] == 4
+    assert json.loads(summary.verdict_code.attrs["legend"])["0"] == VERDICTS[0]
+    # stored where summary_path says, and read back identical
+    back = load_result(summary_path(grid, tmp_path))
+    assert summary_path(grid, tmp_path).parent.name == "sweeps"
+    xr.testing.assert_identical(back[["verdict", "verdict_code", "late_growth_share"]],
+                                summary[["verdict", "verdict_code", "late_growth_share"]])
+
+
+def test_summary_coordinates_of_none_and_tuples_are_text(tmp_path):
+    grid = Grid.from_mapping({"base": {**TINY_BASE, "model": "resnet20"},
+                              "grid": {"norm": [None, "layernorm"], "dts": [[10], [10, 20]]}})
+    summary = summarize(grid, tmp_path, save=False)
+    assert list(summary.norm.values) == ["none", "layernorm"]
+    assert list(summary.dts.values) == ["[10]", "[10, 20]"]
+    assert (summary.verdict_code.values == -1).all()
+
+
+# ------------------------------------------------------------------------------------------
+# a real sweep on a Dask LocalCluster
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_sweep_on_a_local_cluster_isolates_failures_and_resumes(tmp_path, capsys):
+    """6 tiny runs on 2 workers; lr = 1e4 diverges at once (TrainingDivergedError) for both seeds."""
+    grid_file = tmp_path / "tiny.yaml"
+    grid_file.write_text(yaml.safe_dump({"base": TINY_BASE, "grid": {"lr": [0.01, 0.05, 1.0e4], "seed": [0, 1]},
+                                         "results_root": str(tmp_path / "results")}))
+    grid = load_grid(grid_file)
+    root = tmp_path / "results"
+
+    report = run_sweep(grid, workers=2, progress=False)
+    assert report.total == 6 and report.submitted == 6 and not report.skipped
+    assert len(report.completed) == 4 and len(report.failed) == 2
+    assert sorted(f.coords["seed"] for f in report.failed) == [0, 1]
+    for f in report.failed:
+        assert f.coords["lr"] == 1.0e4 and f.config["lr"] == 1.0e4
+        assert f.error.startswith("TrainingDivergedError: training diverged")
+        assert "Traceback" in f.traceback
+        assert f"lr=10000.0, seed={f.coords['seed']}" in str(report)
+    # the good runs are stored, the failed ones are not, and nothing partial was left behind
+    for coords, cfg in expand_grid(grid):
+        assert result_path(EXPERIMENT, cfg.identity(), root).exists() == (coords["lr"] != 1.0e4)
+    assert not list(root.rglob("*.tmp*"))
+    assert report.summary_path == summary_path(grid, root) and report.summary_path.exists()
+    codes = report.summary.verdict_code
+    assert (codes.sel(lr=1.0e4) == -1).all() and (codes.sel(lr=[0.01, 0.05]) >= 0).all()
+
+    # a job killed before its (atomic) write leaves no file: remove one result to stand for it
+    lost = expand_grid(grid)[1]
+    result_path(EXPERIMENT, lost.config.identity(), root).unlink()
+    assert len(pending(grid)) == 3
+
+    # the rerun, through the command line and a running scheduler given by its address:
+    # only the missing and the failed configurations are submitted
+    from dask.distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        assert cli.main(["sweep", str(grid_file), "--address", cluster.scheduler_address]) == 0
+        assert len(cluster.workers) == 2  # the sweep left the cluster it was given running
+    out = capsys.readouterr().out
+    assert cluster.scheduler_address in out
+    assert "already stored: 3, computed now: 1, failed: 2" in out
+    assert "lr=10000.0, seed=0" in out and "TrainingDivergedError" in out
+    assert result_path(EXPERIMENT, lost.config.identity(), root).exists()
+    assert [p.coords for p in pending(grid)] == [{"lr": 1.0e4, "seed": 0}, {"lr": 1.0e4, "seed": 1}]
+    summary = load_result(summary_path(grid, root))
+    assert int((summary.verdict_code >= 0).sum()) == 4
+
+    # once everything that can be stored is, a sweep of the good part submits nothing
+    good = dataclasses.replace(grid, axes={"lr": (0.01, 0.05), "seed": (0, 1)})
+    again = run_sweep(good, progress=False, write_summary=False)
+    assert again.submitted == 0 and len(again.skipped) == 4 and again.cluster == ""
+
+
+def test_summarize_checks_its_thresholds_and_survives_an_unreadable_run(tmp_path):
+    grid = Grid.from_mapping({"base": TINY_BASE, "grid": {"lr": [0.01, 0.1]}})
+    with pytest.raises(ValueError, match=r"unknown verdict parameter\(s\) \['rho'\]"):
+        summarize(grid, tmp_path, rho=0.2)
+    with pytest.raises(ValueError, match="fraction must be in"):
+        summarize(grid, tmp_path, fraction=2.0)
+    (good, cfg_good), (bad, cfg_bad) = expand_grid(grid)
+    save_result(_stand_in("lazy", 0.9), result_path(EXPERIMENT, cfg_good.identity(), tmp_path))
+    save_result(_stand_in("lazy", 0.9).drop_vars("velocity"), result_path(EXPERIMENT, cfg_bad.identity(), tmp_path))
+    with pytest.warns(RuntimeWarning, match="could not be measured"):
+        summary = summarize(grid, tmp_path, save=False)
+    assert list(summary.verdict.values) == ["two phases, lazy", "missing"]
+    # the thresholds reach the measures: with lazy_tol = 0 a frozen kernel (ĝ(T) = 0) is no longer "lazy"
+    with pytest.warns(RuntimeWarning):
+        other = summarize(grid, tmp_path, save=False, lazy_tol=0.0)
+    assert str(other.verdict.values[0]) == "two phases, cone"
+    assert json.loads(other.attrs["verdict_kwargs"]) == {"lazy_tol": 0.0}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_the_counterexample_notebook_runs_on_tiny_settings(tmp_path):
+    """The chapter's notebook end to end (papermill): a 2-run grid, nothing stored beforehand."""
+    pytest.importorskip("papermill")
+    import nbformat
+
+    from conelib.cli import NOTEBOOKS_DIR, run_notebook
+
+    if not (NOTEBOOKS_DIR / "counterexample.ipynb").exists():
+        pytest.skip("notebooks/counterexample.ipynb is generated by tools/make_notebooks.py")
+    tiny = {**{k: v for k, v in TINY_BASE.items() if k != "device"}, "weight_decay": 0.0}
+    grid_file = tmp_path / "grid.yaml"
+    grid_file.write_text(yaml.safe_dump({"base": {"profile": "quick", **tiny}, "grid": {"lr": [0.01, 0.05]}}))
+    params = {"grid_file": str(grid_file), "cone": {**tiny, "lr": 0.01}, "counter": {**tiny, "lr": 0.05},
+              "device": "cpu", "results_root": str(tmp_path / "results")}
+    out = run_notebook("counterexample", params, output_dir=tmp_path / "out", log_output=False)
+    nb = nbformat.read(out, as_version=4)
+    glued = {o["metadata"]["scrapbook"]["name"] for c in nb.cells if c.cell_type == "code"
+             for o in c.get("outputs", []) if "scrapbook" in o.get("metadata", {})}
+    assert {"n_runs", "n_cone", "n_none", "deciders", "cone_verdict", "counter_verdict", "counter_drop"} <= glued
+    html = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+            if "text/html" in o.get("data", {}) and "vegaEmbed" in "".join(o["data"]["text/html"])]
+    assert len(html) == 2  # the sweep chart and the counterexample chart
+    # the two runs were computed into the given results root, and the grid's summary reads them
+    grid = load_grid(grid_file)
+    assert not pending(grid, tmp_path / "results")
+
+
+# ------------------------------------------------------------------------------------------
+# charts
+# ------------------------------------------------------------------------------------------
+
+
+def test_sweep_and_counterexample_charts_hold_every_run(tmp_path):
+    from conelib.charts import counterexample_chart, sweep_chart, sweep_verdict_chart
+
+    grid = Grid.from_mapping({"base": TINY_BASE, "grid": {"lr": [0.01, 0.1], "seed": [0, 1], "width": [1, 2]}})
+    runs = {}
+    for (coords, cfg), kind in zip(expand_grid(grid), ["cone", "lazy", "steady", None] * 2):
+        if kind is not None:
+            ds = _stand_in(kind, 0.9)
+            save_result(ds, result_path(EXPERIMENT, cfg.identity(), tmp_path))
+            runs[kind] = ds
+    summary = summarize(grid, tmp_path, save=False)
+    spec = sweep_chart(summary).to_dict()  # validated against the Vega-Lite schema
+    heat = spec["vconcat"][0]
+    assert heat["facet"]["column"]["field"] == "width"
+    rows = spec["datasets"][heat["data"]["name"]]
+    assert len(rows) == 8
+    want = {(c["lr"], c["seed"], c["width"]): str(summary.verdict.sel(**c).values) for c, _ in expand_grid(grid)}
+    got = {(float(r["lr"]), int(r["seed"]), int(r["width"])): r["verdict"] for r in rows}
+    assert got == want
+    with pytest.raises(ValueError, match="distinct swept fields"):
+        sweep_verdict_chart(summary, x="lr", y="lr")
+    cmp = counterexample_chart({"A": runs["cone"], "B": runs["steady"]}).to_dict()
+    names = [p["name"] for p in cmp.get("params", [])]
+    assert len(names) == len(set(names))
+    assert len(cmp["vconcat"]) == 4
+    with pytest.raises(ValueError, match="at least one"):
+        counterexample_chart({})
