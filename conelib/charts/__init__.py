@@ -23,3 +23,9 @@ __all__ = [
     "kernel_velocity_chart",
     "training_curves_chart",
 ]
+from conelib.charts.switching import switching_chart, switching_summary
+
+__all__ += ["switching_chart", "switching_summary"]
+from conelib.charts.sweep import counterexample_chart, sweep_chart, sweep_measures_chart, sweep_verdict_chart
+
+__all__ += ["counterexample_chart", "sweep_chart", "sweep_measures_chart", "sweep_verdict_chart"]

@@ -1,0 +1,566 @@
+"""The switching experiment: the paper's Figure 2 ("non-linear advantages of the cone effect").
+
+For a grid of switching steps :math:`t` (always including 0 and the end :math:`T`), the network is
+trained with standard SGD up to step :math:`t`; from :math:`\\theta(t)` on, its first-order
+Taylor model
+
+.. math::
+
+    f_{\\mathrm{lin}}(x; \\theta) = f(x; \\theta(t)) + J(x; \\theta(t))\\,(\\theta - \\theta(t))
+
+(:class:`conelib.linearize.LinearizedModel`) is trained instead, up to :math:`T`. The result
+:math:`\\theta_{\\mathrm{std}\\to\\mathrm{lin}}(T; t)` is evaluated on the test set (Zhou et al.
+2025, Section 4 and Figure 2; Fort et al. 2020, Section 5). :math:`t = 0` is fully linearized
+(kernel) training with the eNTK at initialisation, the completely lazy regime; :math:`t = T` is
+the standard run itself.
+
+How it is run. One standard run per seed writes a checkpoint (parameters and optimizer state) at
+every switching step to a temporary directory; every continuation is an independent job
+(:func:`continue_linearized`) that loads one checkpoint, linearizes there and trains the Taylor
+model from step :math:`t` to :math:`T` with
+
+* the same data order and augmentation (both pure functions of ``(seed, step)`` in
+  :func:`conelib.train.train`),
+* the same learning-rate schedule (``lr_at(step)`` of the same :class:`~conelib.train.TrainConfig`:
+  warm-up and milestones continue where they were),
+* the optimizer state given by ``optimizer_policy``:
+
+  ``"carried"`` (the default): the SGD momentum buffers of the standard run at step :math:`t`
+  are loaded into the linearized model's optimizer (same parameter space, same order). The
+  switch then changes one thing only, the model being trained, so the difference to the standard
+  run is due to linearization alone, and the continuation from :math:`t = T` *is* the standard
+  run.
+  ``"reset"``: fresh momentum at the switch. With momentum :math:`\\mu = 0.9` the first updates
+  after a reset are up to :math:`1/(1-\\mu) = 10` times smaller than in the running optimizer,
+  a warm-restart transient that would be confounded with the effect of linearizing, mostly for
+  late switches that have few steps left.
+
+  At :math:`t = 0` the two policies coincide (no update has been made yet).
+
+BatchNorm is handled as in the eNTK: the linearized model evaluates the network in eval mode,
+with the running statistics frozen at :math:`\\theta(t)` (see :mod:`conelib.linearize`); the
+standard run trains as usual. Use a LayerNorm or norm-free model (the paper profile uses
+ResNet-20 with LayerNorm) when the difference between the two modes matters.
+
+Stored (one ``xarray.Dataset``, dims ``switch_step``, ``seed``, ``step``):
+
+* ``final_test_acc``, ``final_test_loss``, ``final_train_loss``, ``final_train_acc``
+  (switch_step, seed): :math:`\\theta_{\\mathrm{std}\\to\\mathrm{lin}}(T; t)` on the test set and
+  on a fixed class-stratified subset of (at most) :data:`EVAL_TRAIN_MAX` training examples;
+* ``test_acc_curve``, ``test_loss_curve``, ``train_loss_curve`` (switch_step, seed, step): each
+  continuation's curve, **NaN before its switching step** (the continuation does not exist
+  there; the standard curve is stored separately);
+* ``standard_test_acc``, ``standard_test_loss``, ``standard_train_loss``, ``standard_train_acc``
+  (seed, step) and ``standard_final_test_acc``, ``standard_final_test_loss``,
+  ``standard_final_train_loss`` (seed): the fully standard run, the reference line;
+* ``lin_displacement`` and ``std_displacement`` (switch_step, seed): how far the parameters
+  move after step :math:`t`, :math:`\\lVert\\theta(T) - \\theta(t)\\rVert_2`, under linearized
+  and under standard training;
+* ``diverged_step`` (switch_step, seed): the step at which a continuation's loss became
+  non-finite (its metrics are then NaN), NaN when it did not diverge;
+* ``continuation_seconds`` (switch_step, seed), ``standard_seconds`` (seed): wall times.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import xarray as xr
+from torch import nn
+from tqdm import tqdm
+
+from conelib import data as data_mod
+from conelib import models
+from conelib.experiments.common import RunConfig, device_name, resolve_device
+from conelib.linearize import LinearizedModel, linearize
+from conelib.results import load_or_compute, stored_results
+from conelib.train import TrainHistory, TrainingDivergedError, load_checkpoint, train
+
+EXPERIMENT = "switching"
+
+#: optimizer-state policies at the switch (see the module docstring); the first is the default
+POLICIES: tuple[str, ...] = ("carried", "reset")
+
+#: train metrics are computed on a fixed class-stratified subset of this many training examples
+EVAL_TRAIN_MAX = 2048
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+@dataclass(frozen=True)
+class SwitchingConfig(RunConfig):
+    """A :class:`~conelib.experiments.common.RunConfig` plus the switching grid.
+
+    Attributes:
+        switch_steps: the switching steps :math:`t`, integers in ``[0, steps]``; stored sorted,
+            without duplicates, with 0 and ``steps`` added when missing.
+        seeds: the seeds to run (each: initialisation, data split and data order); empty means
+            ``(seed,)``. Stored sorted without duplicates, and ``seed`` is set to ``seeds[0]``
+            (so ``seeds`` wins over ``seed`` when both are given).
+        eval_every: the test curves are recorded every this many steps (plus at every switching
+            step and at ``steps``).
+        optimizer_policy: ``"carried"`` (default) or ``"reset"``: what the linearized run's
+            optimizer starts from (see the module docstring).
+    """
+
+    steps: int = 1000
+    switch_steps: tuple[int, ...] = (0, 25, 50, 100, 200, 300, 500, 700, 1000)
+    seeds: tuple[int, ...] = ()
+    eval_every: int = 50
+    optimizer_policy: str = POLICIES[0]
+
+    RUNTIME_FIELDS: ClassVar[tuple[str, ...]] = ("device", "data_root")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        T = int(self.steps)
+        steps = self.switch_steps
+        if isinstance(steps, (str, bytes)) or not isinstance(steps, Sequence):
+            raise ValueError(f"switch_steps must be a list of integer steps in [0, steps={T}]; got {steps!r}")
+        bad = [s for s in steps if not _is_int(s) or not 0 <= int(s) <= T]
+        if bad:
+            raise ValueError(f"switch_steps {bad} are not integer steps in [0, steps={T}]")
+        object.__setattr__(self, "switch_steps", tuple(sorted({0, T, *(int(s) for s in steps)})))
+        seeds = self.seeds
+        if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence):
+            raise ValueError(f"seeds must be a list of integers >= 0 (empty: just seed={self.seed}); got {seeds!r}")
+        bad = [s for s in seeds if not _is_int(s) or int(s) < 0]
+        if bad:
+            raise ValueError(f"seeds {bad} are not integers >= 0")
+        seeds = tuple(sorted({int(s) for s in seeds})) or (int(self.seed),)
+        object.__setattr__(self, "seeds", seeds)
+        object.__setattr__(self, "seed", seeds[0])
+        if not _is_int(self.eval_every) or int(self.eval_every) < 1:
+            raise ValueError(f"eval_every must be a positive integer number of steps; got {self.eval_every!r}")
+        if self.optimizer_policy not in POLICIES:
+            raise ValueError(f"optimizer_policy={self.optimizer_policy!r} is not known; choose one of {POLICIES}")
+
+    @property
+    def curve_steps(self) -> list[int]:
+        """Where the curves are recorded: every ``eval_every`` steps, every switch step, and ``steps``."""
+        return sorted({*range(0, self.steps + 1, self.eval_every), *self.switch_steps, self.steps})
+
+    @property
+    def linearized_steps(self) -> int:
+        """Linearized SGD steps of one seed, :math:`\\sum_t (T - t)` (a measure of the cost)."""
+        return sum(self.steps - t for t in self.switch_steps)
+
+    def for_seed(self, seed: int) -> SwitchingConfig:
+        """The same configuration with the single seed ``seed``."""
+        return self.replace(seed=int(seed), seeds=(int(seed),))
+
+
+def switching_config(profile: str = "quick", **overrides: Any) -> SwitchingConfig:
+    """The profile's switching parameters with the given (non-``None``) overrides."""
+    return SwitchingConfig.from_profile(profile, EXPERIMENT, **overrides)
+
+
+def switching(
+    config: SwitchingConfig | None = None,
+    *,
+    results_root: str | Path | None = None,
+    recompute: bool = False,
+    progress: bool = True,
+    **overrides: Any,
+) -> xr.Dataset:
+    """Run (or load, if stored) the switching experiment and return its Dataset.
+
+    Args:
+        config: the configuration; ``None`` → the defaults. Keyword ``overrides`` replace fields.
+        results_root: folder of stored results (default ``$CONELIB_RESULTS`` or ``./results``).
+        recompute: run even when a result for this configuration is stored.
+        progress: show text progress bars (the standard runs, then one over the continuations).
+
+    Returns:
+        The Dataset described in the module docstring, with the provenance attributes of
+        :func:`conelib.results.load_or_compute`.
+    """
+    cfg = config or SwitchingConfig()
+    if overrides:
+        cfg = cfg.replace(**{k: v for k, v in overrides.items() if v is not None})
+    return load_or_compute(EXPERIMENT, cfg.identity(), lambda: _run(cfg, progress=progress), root=results_root,
+                           recompute=recompute, device=device_name(cfg.device))
+
+
+# --------------------------------------------------------------------------------------------
+# the two kinds of job
+# --------------------------------------------------------------------------------------------
+
+
+def _build_model(cfg: RunConfig, data: data_mod.TensorData, device: torch.device) -> nn.Module:
+    return models.build(cfg.model, input_shape=data.input_shape, num_classes=data.num_classes, width=cfg.width,
+                        norm=cfg.norm, seed=cfg.seed).to(device)
+
+
+def _load_data(cfg: RunConfig, device: torch.device) -> data_mod.TensorData:
+    return data_mod.load_dataset(cfg.dataset, root=cfg.data_root, seed=cfg.seed, test_fraction=cfg.test_fraction,
+                                 device=device)
+
+
+def continue_linearized(
+    cfg: RunConfig,
+    checkpoint: str | Path,
+    *,
+    optimizer_policy: str = POLICIES[0],
+    data: data_mod.TensorData | None = None,
+    eval_steps: Sequence[int] | None = None,
+    progress: bool = False,
+) -> tuple[TrainHistory, LinearizedModel]:
+    """One continuation: linearize at a checkpoint of the standard run and train to ``cfg.steps``.
+
+    The checkpoint (written by :func:`conelib.train.train` for ``cfg.train_config()``) holds
+    :math:`\\theta(t)` and the optimizer state at step :math:`t`. The network is rebuilt, loaded,
+    linearized there (:func:`conelib.linearize.linearize`) and its Taylor model trained with
+    :func:`conelib.train.train` from ``start_step = t`` to ``cfg.steps``: same data order,
+    learning-rate schedule and, with ``optimizer_policy="carried"``, the same momentum buffers.
+
+    Args:
+        cfg: the run's configuration (one seed).
+        checkpoint: the checkpoint file of the standard run at the switching step.
+        optimizer_policy: ``"carried"`` or ``"reset"`` (see the module docstring).
+        data: the dataset, if already loaded (else loaded from ``cfg``).
+        eval_steps: steps at which to record the metrics (those ``>= t`` are used; ``t`` and
+            ``cfg.steps`` always are).
+        progress: show the training bar.
+
+    Returns:
+        The continuation's :class:`~conelib.train.TrainHistory` (steps ``t .. T``) and the
+        trained :class:`~conelib.linearize.LinearizedModel`.
+
+    Raises:
+        ValueError: unknown policy, or a checkpoint written with another schedule / data order.
+        FileNotFoundError: the checkpoint does not exist.
+        conelib.train.TrainingDivergedError: the linearized run diverged.
+    """
+    if optimizer_policy not in POLICIES:
+        raise ValueError(f"optimizer_policy={optimizer_policy!r} is not known; choose one of {POLICIES}")
+    device = resolve_device(cfg.device)
+    data = _load_data(cfg, device) if data is None else data
+    model = _build_model(cfg, data, device)
+    tc = cfg.train_config()
+    ckpt = load_checkpoint(checkpoint, model)
+    if ckpt["config"] != tc.to_dict():
+        raise ValueError(f"checkpoint {checkpoint} was written by a run with config {ckpt['config']}, not "
+                         f"{tc.to_dict()}: its data order or schedule would differ")
+    t = int(ckpt["step"])
+    lin = linearize(model)
+    del model
+    wanted = [s for s in (eval_steps or ()) if t <= s <= tc.steps]
+    history = train(lin, data, tc, start_step=t, snapshot_steps=sorted({t, *wanted, tc.steps}),
+                    optimizer_state=ckpt["optimizer"] if optimizer_policy == "carried" else None,
+                    eval_train_max=EVAL_TRAIN_MAX, progress=progress, desc=f"linearized from step {t}")
+    return history, lin
+
+
+def _flat_params(params: dict[str, torch.Tensor] | nn.Module) -> torch.Tensor:
+    if isinstance(params, nn.Module):
+        params = {n: p for n, p in params.named_parameters() if p.requires_grad}
+    return torch.cat([p.detach().reshape(-1).double() for p in params.values()])
+
+
+# --------------------------------------------------------------------------------------------
+# the experiment
+# --------------------------------------------------------------------------------------------
+
+
+def _run(cfg: SwitchingConfig, *, progress: bool) -> xr.Dataset:
+    device = resolve_device(cfg.device)
+    steps, switch, seeds = cfg.curve_steps, list(cfg.switch_steps), list(cfg.seeds)
+    S, K, N = len(switch), len(seeds), len(steps)
+    step_index = {s: i for i, s in enumerate(steps)}
+
+    def full(*shape: int) -> np.ndarray:
+        return np.full(shape, np.nan)
+
+    std = {k: full(K, N) for k in ("test_acc", "test_loss", "train_loss", "train_acc")}
+    cont = {k: full(S, K, N) for k in ("test_acc", "test_loss", "train_loss", "train_acc")}
+    lin_disp, std_disp, diverged, cont_sec = full(S, K), full(S, K), full(S, K), full(S, K)
+    std_sec = full(K)
+    n_params = n_train = n_test = 0
+    t_start = time.perf_counter()
+
+    with tempfile.TemporaryDirectory(prefix="conelib-switching-") as tmp:
+        # 1. the standard runs: curves and a checkpoint at every switching step
+        ckpts: dict[int, dict[int, Path]] = {}
+        final_params: dict[int, torch.Tensor] = {}
+        for k, seed in enumerate(seeds):
+            rc = cfg.for_seed(seed)
+            data = _load_data(rc, device)
+            model = _build_model(rc, data, device)
+            n_params = int(sum(p.numel() for p in model.parameters()))
+            n_train, n_test = len(data.y_train), len(data.y_test)
+            t0 = time.perf_counter()
+            hist = train(model, data, rc.train_config(), snapshot_steps=steps, checkpoint_steps=switch,
+                         checkpoint_dir=Path(tmp) / f"seed{seed}", eval_train_max=EVAL_TRAIN_MAX, progress=progress,
+                         desc=f"{EXPERIMENT}: standard run {cfg.model}/{cfg.dataset}, seed {seed}")
+            std_sec[k] = time.perf_counter() - t0
+            for name in std:
+                std[name][k] = getattr(hist, name)
+            ckpts[seed] = dict(hist.checkpoints)
+            final_params[seed] = _flat_params(model).cpu()
+            del model, data
+
+        # 2. the linearized continuations: independent jobs
+        bar = tqdm(total=S * K, desc=f"{EXPERIMENT}: linearized continuations", unit="run", disable=not progress)
+        try:
+            for k, seed in enumerate(seeds):
+                rc = cfg.for_seed(seed)
+                data = _load_data(rc, device)
+                for i, t in enumerate(switch):
+                    bar.set_postfix(seed=seed, switch_step=t, refresh=True)
+                    t0 = time.perf_counter()
+                    try:
+                        hist, lin = continue_linearized(rc, ckpts[seed][t], optimizer_policy=cfg.optimizer_policy,
+                                                        data=data, eval_steps=steps)
+                    except TrainingDivergedError as err:
+                        diverged[i, k] = err.step
+                    else:
+                        idx = [step_index[s] for s in hist.steps]
+                        for name in cont:
+                            cont[name][i, k, idx] = getattr(hist, name)
+                        theta_t = _flat_params(lin.theta_s()).cpu()
+                        lin_disp[i, k] = float((_flat_params(lin.theta()).cpu() - theta_t).norm())
+                        std_disp[i, k] = float((final_params[seed] - theta_t).norm())
+                        del lin
+                    cont_sec[i, k] = time.perf_counter() - t0
+                    bar.update(1)
+                del data
+        finally:
+            bar.close()
+    wall = time.perf_counter() - t_start
+
+    T = cfg.steps
+    last = step_index[T]
+    dims3, dims2 = ("switch_step", "seed", "step"), ("switch_step", "seed")
+    run = "θ_std→lin(T; t)"
+    ds = xr.Dataset(
+        {
+            "final_test_acc": (dims2, cont["test_acc"][:, :, last],
+                               {"long_name": f"test accuracy of {run}", "units": "1"}),
+            "final_test_loss": (dims2, cont["test_loss"][:, :, last],
+                                {"long_name": f"test cross-entropy of {run}", "units": "nats"}),
+            "final_train_loss": (dims2, cont["train_loss"][:, :, last],
+                                 {"long_name": f"train cross-entropy of {run}", "units": "nats"}),
+            "final_train_acc": (dims2, cont["train_acc"][:, :, last],
+                                {"long_name": f"train accuracy of {run}", "units": "1"}),
+            "test_acc_curve": (dims3, cont["test_acc"],
+                               {"long_name": "test accuracy of the continuation switched at t (NaN before t)",
+                                "units": "1"}),
+            "test_loss_curve": (dims3, cont["test_loss"],
+                                {"long_name": "test cross-entropy of the continuation switched at t (NaN before t)",
+                                 "units": "nats"}),
+            "train_loss_curve": (dims3, cont["train_loss"],
+                                 {"long_name": "train cross-entropy of the continuation switched at t (NaN before t)",
+                                  "units": "nats"}),
+            "standard_test_acc": (("seed", "step"), std["test_acc"],
+                                  {"long_name": "test accuracy of the standard run", "units": "1"}),
+            "standard_test_loss": (("seed", "step"), std["test_loss"],
+                                   {"long_name": "test cross-entropy of the standard run", "units": "nats"}),
+            "standard_train_loss": (("seed", "step"), std["train_loss"],
+                                    {"long_name": "train cross-entropy of the standard run", "units": "nats"}),
+            "standard_train_acc": (("seed", "step"), std["train_acc"],
+                                   {"long_name": "train accuracy of the standard run", "units": "1"}),
+            "standard_final_test_acc": (("seed",), std["test_acc"][:, last],
+                                        {"long_name": "test accuracy of the standard run at T", "units": "1"}),
+            "standard_final_test_loss": (("seed",), std["test_loss"][:, last],
+                                         {"long_name": "test cross-entropy of the standard run at T", "units": "nats"}),
+            "standard_final_train_loss": (("seed",), std["train_loss"][:, last],
+                                          {"long_name": "train cross-entropy of the standard run at T",
+                                           "units": "nats"}),
+            "lin_displacement": (dims2, lin_disp,
+                                 {"long_name": "parameter distance ‖θ(T) − θ(t)‖ under linearized training",
+                                  "units": "1"}),
+            "std_displacement": (dims2, std_disp,
+                                 {"long_name": "parameter distance ‖θ(T) − θ(t)‖ under standard training",
+                                  "units": "1"}),
+            "diverged_step": (dims2, diverged,
+                              {"long_name": "step at which the continuation diverged (NaN: it did not)",
+                               "units": "steps"}),
+            "continuation_seconds": (dims2, cont_sec,
+                                     {"long_name": "wall time of the linearized continuation", "units": "s"}),
+            "standard_seconds": (("seed",), std_sec, {"long_name": "wall time of the standard run", "units": "s"}),
+        },
+        coords={
+            "switch_step": ("switch_step", np.asarray(switch, dtype=np.int64),
+                            {"long_name": "switching step t (standard before, linearized after)", "units": "steps"}),
+            "seed": ("seed", np.asarray(seeds, dtype=np.int64), {"long_name": "seed", "units": "1"}),
+            "step": ("step", np.asarray(steps, dtype=np.int64), {"long_name": "training step", "units": "steps"}),
+        },
+        attrs={
+            "title": f"Switching from standard to linearized training: {cfg.model} on {cfg.dataset}, T = {T}",
+            "optimizer_policy": cfg.optimizer_policy,
+            "switching": "standard SGD for steps [0, t), then SGD on the Taylor model at θ(t) for [t, T); same data "
+                         "order and learning-rate schedule",
+            "norm_mode": "linearized model evaluated in eval mode (BatchNorm running statistics frozen at θ(t)); "
+                         "standard run trained in train mode",
+            "curve_before_switch": "NaN (a continuation starts at its switching step)",
+            "train_metrics_on": f"a fixed class-stratified subset of min({EVAL_TRAIN_MAX}, n_train) training examples",
+            "n_params": n_params,
+            "n_train": n_train,
+            "n_test": n_test,
+            "linearized_steps": cfg.linearized_steps * K,
+            "wall_seconds": wall,
+        },
+    )
+    return ds
+
+
+# --------------------------------------------------------------------------------------------
+# reading results
+# --------------------------------------------------------------------------------------------
+
+
+def config_of(ds: xr.Dataset) -> SwitchingConfig:
+    """The configuration stored in a result's attrs."""
+    d = json.loads(ds.attrs["config_json"])
+    names = {f.name for f in dataclasses.fields(SwitchingConfig)}
+    return SwitchingConfig.from_mapping({k: v for k, v in d.items() if k in names})
+
+
+#: the fields that fix the training trajectory up to a given step (kernel dynamics vs switching)
+_TRAJECTORY_FIELDS = ("model", "dataset", "width", "norm", "batch_size", "lr", "momentum", "weight_decay",
+                      "warmup_steps", "milestones", "gamma", "augment", "test_fraction", "seed")
+
+
+def matching_phase_one_end(cfg: SwitchingConfig, *, results_root: str | Path | None = None,
+                           fraction: float = 0.1) -> tuple[int | None, str | None]:
+    """The end of Phase I measured on a stored kernel-dynamics run of the same training.
+
+    A kernel-dynamics result matches when every field that fixes the SGD trajectory
+    (model, data, width, norm, optimiser, schedule, augmentation, split, seed; the first of
+    ``cfg.seeds``) is equal and it ran at least as many steps; both runs then follow the same
+    trajectory up to ``cfg.steps``, because data order and schedule are pure functions of
+    ``(seed, step)``. Phase I's end is :func:`conelib.measures.phase_one_end` of that result.
+
+    Returns:
+        ``(step, config_hash)`` of the newest matching result, or ``(None, None)`` if none is
+        stored (or if it shows no two phases: ``(None, config_hash)``).
+    """
+    from conelib.measures import phase_one_end
+
+    want = {k: getattr(cfg, k) for k in _TRAJECTORY_FIELDS}
+    for ds in reversed(stored_results("kernel_dynamics", results_root)):
+        try:
+            got = json.loads(ds.attrs["config_json"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        same = all(_same(got.get(k), v) for k, v in want.items())
+        if same and int(got.get("steps", -1)) >= cfg.steps:
+            return phase_one_end(ds, fraction=fraction), str(ds.attrs.get("config_hash"))
+    return None, None
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, float) or isinstance(b, float):
+        return a is not None and b is not None and math.isclose(float(a), float(b), rel_tol=1e-12)
+    if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
+        return list(a or []) == list(b or [])
+    return a == b
+
+
+# --------------------------------------------------------------------------------------------
+# summary
+# --------------------------------------------------------------------------------------------
+
+#: the possible answers of :func:`summarize` to "does switching later help?"
+SWITCHING_VERDICTS: tuple[str, ...] = ("later switching helps", "no clear effect", "later switching hurts")
+
+
+@dataclass(frozen=True)
+class SwitchingSummary:
+    """Key numbers of a switching result (means over seeds); see :func:`summarize`."""
+
+    acc_at_zero: float
+    loss_at_zero: float
+    phase_switch_step: int | None
+    acc_at_phase_end: float | None
+    loss_at_phase_end: float | None
+    acc_standard: float
+    loss_standard: float
+    gain: float
+    gain_after_phase_end: float | None
+    seed_range: float
+    rank_correlation: float
+    verdict: str
+
+    def asdict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _spearman(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman's rank correlation (average ranks for ties); NaN when either is constant."""
+    import pandas as pd
+
+    rx, ry = pd.Series(x).rank().to_numpy(), pd.Series(y).rank().to_numpy()
+    if rx.std() == 0 or ry.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def summarize(ds: xr.Dataset, phase_end: int | None = None, *, tol: float = 0.005,
+              min_correlation: float = 0.5) -> SwitchingSummary:
+    """The numbers the chapter quotes, and a plain answer to "does switching later help?".
+
+    With :math:`a(t)` the test accuracy of :math:`\\theta_{\\mathrm{std}\\to\\mathrm{lin}}(T; t)`
+    averaged over seeds:
+
+    * ``acc_at_zero`` :math:`= a(0)` (fully linearized), ``acc_standard`` the standard run at
+      :math:`T` (equal to :math:`a(T)`), ``acc_at_phase_end`` :math:`= a(t_p)` at the switching
+      step :math:`t_p` nearest to ``phase_end`` (the earlier one on a tie; ``None`` without a
+      ``phase_end``); the same for the test loss;
+    * ``gain`` :math:`= a(T) - a(0)`; ``gain_after_phase_end`` :math:`= a(T) - a(t_p)` (what
+      switching later than the end of Phase I still adds); ``seed_range`` the largest min–max range of the accuracy
+      over seeds at any switching step (0 for one seed); ``rank_correlation`` Spearman's
+      :math:`\\rho` between :math:`t` and :math:`a(t)`.
+
+    Verdict: ``"later switching helps"`` if ``gain > max(tol, seed_range)`` and
+    :math:`\\rho \\ge` ``min_correlation``; ``"later switching hurts"`` if
+    ``gain < -max(tol, seed_range)`` and :math:`\\rho \\le -` ``min_correlation``; else
+    ``"no clear effect"``. The default ``tol`` is half a percentage point of accuracy.
+    """
+    if "final_test_acc" not in ds or "switch_step" not in ds.dims:
+        raise ValueError("ds is not a switching Dataset (it needs final_test_acc over switch_step)")
+    if not 0 <= tol < 1 or not 0 <= min_correlation <= 1:
+        raise ValueError(f"tol must be in [0, 1) and min_correlation in [0, 1]; got {tol}, {min_correlation}")
+    steps = ds["switch_step"].values.astype(int)
+    acc = ds["final_test_acc"].mean("seed").values
+    loss = ds["final_test_loss"].mean("seed").values
+    spread = (ds["final_test_acc"].max("seed") - ds["final_test_acc"].min("seed")).values
+    seed_range = float(np.nanmax(spread)) if np.isfinite(spread).any() else 0.0
+    i_p = None if phase_end is None else int(np.argmin(np.abs(steps - int(phase_end))))
+    gain = float(acc[-1] - acc[0])
+    finite = np.isfinite(acc)
+    rho = _spearman(steps[finite], acc[finite]) if finite.sum() >= 3 else float("nan")
+    margin = max(tol, seed_range)
+    if gain > margin and rho >= min_correlation:
+        verdict = SWITCHING_VERDICTS[0]
+    elif gain < -margin and rho <= -min_correlation:
+        verdict = SWITCHING_VERDICTS[2]
+    else:
+        verdict = SWITCHING_VERDICTS[1]
+    return SwitchingSummary(
+        acc_at_zero=float(acc[0]),
+        loss_at_zero=float(loss[0]),
+        phase_switch_step=None if i_p is None else int(steps[i_p]),
+        acc_at_phase_end=None if i_p is None else float(acc[i_p]),
+        loss_at_phase_end=None if i_p is None else float(loss[i_p]),
+        acc_standard=float(ds["standard_final_test_acc"].mean("seed")),
+        loss_standard=float(ds["standard_final_test_loss"].mean("seed")),
+        gain=gain,
+        gain_after_phase_end=None if i_p is None else float(acc[-1] - acc[i_p]),
+        seed_range=seed_range,
+        rank_correlation=rho,
+        verdict=verdict,
+    )
