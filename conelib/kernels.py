@@ -195,7 +195,8 @@ def cone_embedding(distances: np.ndarray, *, method: str = "classical", seed: in
         kw: dict = {"n_components": 2, "random_state": seed, "n_init": 1, "max_iter": 1000, "eps": 1e-9}
         # scikit-learn >= 1.8 names the precomputed-dissimilarity switch `metric`, older ones `dissimilarity`
         if "metric_mds" in inspect.signature(MDS).parameters:
-            kw.update(metric="precomputed", metric_mds=True)
+            # the explicit start passed to fit_transform below overrides `init`
+            kw.update(metric="precomputed", metric_mds=True, init="random")
         else:
             kw.update(dissimilarity="precomputed")
         # start stress majorisation from the classical solution: deterministic, never worse than it
