@@ -19,7 +19,7 @@ with several logits. Three layouts ("kinds") are offered:
 ``"logit_sum"``
     shape ``(n1, n2)``: the kernel of the summed logits, :math:`\\sum_{a,b} \\Theta_{ab}`.
 
-Two algorithms compute them (the ``method``), after the two recipes of PyTorch's
+Three algorithms compute them (the ``method``), after the two recipes of PyTorch's
 ``torch.func`` NTK tutorial and Novak et al. (2022, "Fast finite width neural tangent kernel"):
 
 ``"jacobian"``
@@ -30,10 +30,17 @@ Two algorithms compute them (the ``method``), after the two recipes of PyTorch's
     :math:`\\partial f_b(x_j)/\\partial\\theta`, and one JVP over the ``x1`` batch pushes it through
     the network. No Jacobian is stored; it wins when a forward pass is expensive relative to the
     parameter count times the number of logits (wide convolutions at small ``n``).
+``"structured"``
+    layer by layer (:mod:`conelib.ntk_structured`): for every ``nn.Linear`` / ``nn.Conv2d`` the
+    kernel is a Gram of the layer's inputs times a Gram of the backpropagated signals (or, for
+    convolutions with many positions, a contraction of per-layer Jacobians formed from them);
+    every other parameter goes through the Jacobian path. The "structured derivatives" of
+    Novak et al. (2022); by far the fastest for fully-connected layers.
 ``"auto"``
-    picks the cheaper of the two from a FLOP estimate (:func:`estimate_cost`).
+    picks the method with the lowest estimated time (:func:`estimate_cost` FLOPs divided by
+    a per-method speed measured on a 2-core CPU, :data:`RELATIVE_SPEED`).
 
-Both run on whichever device holds the model, in chunks whose size follows a memory bound that
+All run on whichever device holds the model, in chunks whose size follows a memory bound that
 the caller can set (``memory_limit``, bytes).
 
 BatchNorm: ``torch.func.vmap`` cannot update running statistics, so the model is evaluated in
@@ -53,8 +60,10 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, jacrev, jvp, vjp, vmap
 
+from conelib.ntk_structured import StructuredPlan, plan_structured, structured_cost, structured_ntk
+
 KINDS: tuple[str, ...] = ("full", "trace", "logit_sum")
-METHODS: tuple[str, ...] = ("auto", "jacobian", "ntvp")
+METHODS: tuple[str, ...] = ("auto", "jacobian", "ntvp", "structured")
 
 #: default bound on the transient memory of one chunk (bytes)
 DEFAULT_MEMORY_LIMIT = 2 * 1024**3
@@ -127,13 +136,16 @@ class ModelProfile:
     forward_flops: float  # FLOPs of one forward pass on one example
     activation_numel: int  # elements of all module outputs of one forward pass on one example
     itemsize: int
+    structured: StructuredPlan | None = None  # layers of the structured method (None: not planned)
+    n_rest_params: int = 0  # parameters the structured method leaves to the Jacobian path
 
 
 def profile_model(model: nn.Module, example: Tensor) -> ModelProfile:
     """Measure a model on one example: parameters, logits, forward FLOPs, activation size.
 
     FLOPs come from :class:`torch.utils.flop_counter.FlopCounterMode`; activation elements from
-    forward hooks on every leaf module.
+    forward hooks on every leaf module; the structured method's plan from
+    :func:`conelib.ntk_structured.plan_structured` (one more traced forward pass).
     """
     fn = _Functional.of(model)
     x = example[:1].to(device=fn.device, dtype=fn.dtype)
@@ -161,13 +173,24 @@ def profile_model(model: nn.Module, example: Tensor) -> ModelProfile:
         for h in handles:
             h.remove()
     n_params = fn.n_params
+    with eval_mode(model):
+        plan = plan_structured(model, x)
     return ModelProfile(
         n_params=n_params,
         n_logits=int(out.reshape(1, -1).shape[1]),
         forward_flops=max(flops, 2.0 * n_params),
         activation_numel=max(numel[0], 1),
         itemsize=torch.finfo(fn.dtype).bits // 8,
+        structured=plan,
+        n_rest_params=sum(fn.params[k].numel() for k in plan.rest),
     )
+
+
+#: Measured speed of each method's arithmetic relative to the Jacobian contraction's, used by
+#: :func:`choose_method` to turn FLOP estimates into time estimates. Measured on a 2-core x86 CPU
+#: (float32; `benchmarks/ntk_bench.py`): the NTK-vector products run many small batched JVPs, the
+#: structured method many mid-sized batched matmuls, the Jacobian contraction few large GEMMs.
+RELATIVE_SPEED: dict[str, float] = {"jacobian": 1.0, "ntvp": 0.5, "structured": 1.0}
 
 
 def estimate_cost(prof: ModelProfile, n1: int, n2: int, kind: str, method: str, symmetric: bool = False) -> float:
@@ -179,9 +202,16 @@ def estimate_cost(prof: ModelProfile, n1: int, n2: int, kind: str, method: str, 
     * ``ntvp``: for each of the :math:`n_2 c` columns, one VJP on one example and one JVP
       (≈ 3 forwards) over the :math:`n_1` examples: :math:`3F\\,n_2 c\\,(1 + n_1)`. Its trace
       costs as much as its full kernel.
+    * ``structured``: :func:`conelib.ntk_structured.structured_cost` (one forward and ``c``
+      input-gradient backward passes per example, plus each layer's cheaper contraction);
+      infinite when the profile holds no structured plan.
     """
     _check_choice("kind", kind, KINDS)
     _check_choice("method", method, METHODS[1:])
+    if method == "structured":
+        if prof.structured is None:
+            return math.inf
+        return structured_cost(prof.structured, prof.forward_flops, n1, n2, kind, symmetric, prof.n_rest_params)
     F, P = prof.forward_flops, prof.n_params
     c = 1 if kind == "logit_sum" else prof.n_logits
     if method == "jacobian":
@@ -194,8 +224,8 @@ def estimate_cost(prof: ModelProfile, n1: int, n2: int, kind: str, method: str, 
 
 
 def choose_method(prof: ModelProfile, n1: int, n2: int, kind: str, symmetric: bool = False) -> str:
-    """The method with the lower :func:`estimate_cost`."""
-    costs = {m: estimate_cost(prof, n1, n2, kind, m, symmetric) for m in METHODS[1:]}
+    """The method with the lowest estimated time, :func:`estimate_cost` / :data:`RELATIVE_SPEED`."""
+    costs = {m: estimate_cost(prof, n1, n2, kind, m, symmetric) / RELATIVE_SPEED[m] for m in METHODS[1:]}
     return min(costs, key=costs.__getitem__)
 
 
@@ -353,6 +383,9 @@ def ntk_fn(
             c_out = prof.n_logits
             c = 1 if kind == "logit_sum" else c_out
             item, act = prof.itemsize, prof.activation_numel
+            if m == "structured":
+                assert prof.structured is not None
+                return structured_ntk(model, fn.params, fn.frozen, prof.structured, x1, x2, kind, limit)
             if m == "jacobian":
                 # per example: its Jacobian (c·P) + the transient activations of c backward passes
                 per_example = (c * prof.n_params + (c + 1) * act) * item
@@ -396,8 +429,9 @@ def empirical_ntk(
         kind: ``"full"`` → ``(n1, n2, c, c)``, ``"trace"`` → ``(n1, n2)`` with
             :math:`H_{ij} = \\sum_a \\langle \\partial_\\theta f_a(x_i), \\partial_\\theta f_a(x_j)\\rangle`,
             ``"logit_sum"`` → ``(n1, n2)``, the kernel of :math:`\\sum_a f_a`.
-        method: ``"jacobian"`` (Jacobian contraction), ``"ntvp"`` (NTK-vector products) or
-            ``"auto"`` (cheaper by :func:`estimate_cost`).
+        method: ``"jacobian"`` (Jacobian contraction), ``"ntvp"`` (NTK-vector products),
+            ``"structured"`` (layer-wise Grams, :mod:`conelib.ntk_structured`) or ``"auto"``
+            (fastest by :func:`estimate_cost` and :data:`RELATIVE_SPEED`).
         memory_limit: approximate bound, in bytes, on the transient memory of one chunk
             (default 2 GiB). Smaller bounds mean more, smaller chunks (and, for ``jacobian``,
             Jacobians recomputed instead of cached).

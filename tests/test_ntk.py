@@ -191,3 +191,235 @@ def test_cuda_matches_cpu() -> None:
     gpu = empirical_ntk(model.cuda(), x.cuda(), kind="full")
     assert gpu.is_cuda
     assert rel_err(gpu.cpu(), cpu) < 1e-10
+
+
+# --------------------------------------------------------------------------------------------
+# the structured method (conelib.ntk_structured)
+# --------------------------------------------------------------------------------------------
+
+from conelib import ntk_structured  # noqa: E402
+from conelib.ntk import choose_method  # noqa: E402
+
+
+def _layouts(full: torch.Tensor) -> dict[str, torch.Tensor]:
+    return {"full": full, "trace": full.diagonal(dim1=2, dim2=3).sum(-1), "logit_sum": full.sum((2, 3))}
+
+
+@pytest.mark.parametrize("name,kw,shape", REGISTRY_CASES)
+def test_structured_registry_models_match_oracle_float64(name: str, kw: dict, shape: tuple) -> None:
+    model = models.build(name, input_shape=shape, num_classes=10, seed=0, **kw).double()
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(3, *shape, generator=gen, dtype=torch.float64)
+    x2 = torch.randn(2, *shape, generator=gen, dtype=torch.float64)
+    j1, j2 = oracle_jacobian(model, x), oracle_jacobian(model, x2)  # once; every layout from them
+    refs = {None: _layouts(torch.einsum("iap,jbp->ijab", j1, j1)), "x2": _layouts(torch.einsum("iap,jbp->ijab", j1, j2))}
+    for kind in KINDS:
+        for key, b in ((None, None), ("x2", x2)):
+            got = empirical_ntk(model, x, b, kind=kind, method="structured")
+            assert rel_err(got, refs[key][kind]) < 1e-10, (name, kind, key)
+
+
+def test_structured_float32_keeps_dtype_and_agrees() -> None:
+    model = models.build("lenet5", input_shape=(1, 28, 28), seed=0)
+    x = torch.randn(4, 1, 28, 28)
+    got = empirical_ntk(model, x, kind="full", method="structured")
+    assert got.dtype == torch.float32
+    ref = oracle_ntk(model.double(), x.double(), None, "full")
+    assert rel_err(got.double(), ref) < 1e-5
+
+
+def test_structured_plans_every_linear_and_conv_of_the_registry() -> None:
+    lenet = models.build("lenet5", input_shape=(1, 28, 28), seed=0).eval()
+    plan = ntk_structured.plan_structured(lenet, torch.zeros(1, 1, 28, 28))
+    assert [l.module for l in plan.layers] == ["conv1", "conv2", "fc1", "fc2", "fc"]
+    assert plan.rest == () and plan.skipped == () and plan.n_logits == 10
+    conv1 = plan.layers[0]
+    assert (conv1.out_features, conv1.in_features, conv1.positions) == (6, 25, 28 * 28)
+    resnet = models.build("resnet20", input_shape=(3, 32, 32), seed=0, norm="layernorm").eval()
+    plan = ntk_structured.plan_structured(resnet, torch.zeros(1, 3, 32, 32))
+    n_conv = sum(isinstance(m, (nn.Conv2d, nn.Linear)) for m in resnet.modules())
+    assert len(plan.layers) == n_conv
+    # the LayerNorm affines are left to the Jacobian path, nothing else
+    norm_params = {k for k, _ in resnet.named_parameters() if ".weight" in k or ".bias" in k} - {
+        name for l in plan.layers for name in (l.weight, l.bias) if name
+    }
+    assert set(plan.rest) == norm_params and all("norm" in k or "shortcut.1" in k for k in plan.rest)
+
+
+class OddNet(nn.Module):
+    """Every case the structured planner must handle: odd convolutions, sequences, sharing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(2, 3, (3, 2), stride=(2, 1), dilation=(1, 2), padding=(1, 2), padding_mode="reflect")
+        self.c2 = nn.Conv2d(3, 4, 3, padding="same", bias=False)
+        self.c3 = nn.Conv2d(4, 4, 2, padding="valid")
+        self.c3.bias.requires_grad_(False)  # frozen bias: the weight stays structured
+        self.grouped = nn.Conv2d(4, 4, 3, padding=1, groups=2)  # not structured: Jacobian path
+        self.seq = nn.Linear(4, 5)  # applied to a sequence of positions (S > 1)
+        self.twice = nn.Linear(5, 5)  # called twice: weight sharing
+        self.peek = nn.Linear(5, 6)  # weight also used outside its forward
+        self.enc = nn.Linear(6, 6)
+        self.dec = nn.Linear(6, 6)
+        self.dec.weight = self.enc.weight  # tied weights
+        self.unused = nn.Linear(3, 3)  # never called
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.tanh(self.c1(x))
+        h = torch.tanh(self.c2(h))
+        h = torch.tanh(self.grouped(torch.tanh(self.c3(h))))
+        s = torch.tanh(self.seq(h.flatten(2).transpose(1, 2)))  # (b, positions, 5)
+        s = torch.tanh(self.twice(torch.tanh(self.twice(s)))).mean(1)
+        p = torch.tanh(self.peek(s)) + 0.1 * self.peek.weight.sum(1)
+        p = torch.tanh(self.dec(torch.tanh(self.enc(p))))
+        return self.head(p)
+
+
+def _odd(dtype: torch.dtype = torch.float64) -> OddNet:
+    torch.manual_seed(3)
+    return OddNet().to(dtype)
+
+
+def test_structured_planner_falls_back_exactly_where_it_must() -> None:
+    net = _odd().eval()
+    plan = ntk_structured.plan_structured(net, torch.zeros(1, 2, 7, 6, dtype=torch.float64))
+    assert [l.module for l in plan.layers] == ["c1", "c2", "c3", "seq", "head"]
+    reasons = dict(plan.skipped)
+    assert set(reasons) == {"grouped", "twice", "peek", "enc", "dec", "unused"}
+    assert "groups" in reasons["grouped"] and "2 times" in reasons["twice"]
+    assert "outside" in reasons["peek"] and "shared" in reasons["enc"] and "not called" in reasons["unused"]
+    by = {l.module: l for l in plan.layers}
+    assert by["c2"].bias is None and by["c3"].bias is None and by["c1"].bias == "c1.bias"
+    assert by["seq"].positions > 1 and by["head"].positions == 1
+    assert by["c1"].pad == (2, 2, 1, 1) and by["c1"].padding_mode == "reflect"
+    assert "c3.bias" not in plan.rest and "grouped.weight" in plan.rest and "enc.weight" in plan.rest
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_structured_odd_net_matches_oracle(kind: str) -> None:
+    net = _odd()
+    gen = torch.Generator().manual_seed(4)
+    x1 = torch.randn(4, 2, 7, 6, generator=gen, dtype=torch.float64)
+    x2 = torch.randn(3, 2, 7, 6, generator=gen, dtype=torch.float64)
+    for b in (None, x2):
+        got = empirical_ntk(net, x1, b, kind=kind, method="structured")
+        assert rel_err(got, oracle_ntk(net, x1, b, kind)) < 1e-10
+
+
+@pytest.mark.parametrize("mode", ntk_structured.LAYER_MODES)
+@pytest.mark.parametrize("kind", KINDS)
+def test_structured_both_layer_modes_and_symmetric_blocks(mode: str, kind: str) -> None:
+    """Every layer forced into one mode (Gram of positions for convolutions and sequences,
+    formed Jacobians for Linear layers); n = 9 exercises the blocked symmetric contraction."""
+    from conelib.ntk import _Functional, eval_mode
+
+    net = _odd()
+    x = torch.randn(9, 2, 7, 6, dtype=torch.float64)
+    x2 = torch.randn(2, 2, 7, 6, dtype=torch.float64)
+    with eval_mode(net):
+        plan = ntk_structured.plan_structured(net, x)
+        fn = _Functional.of(net)
+        modes = {l.module: mode for l in plan.layers}
+        for b in (None, x2):
+            got = ntk_structured.structured_ntk(net, fn.params, fn.frozen, plan, x, b, kind, 2**30, modes=modes)
+            assert rel_err(got, oracle_ntk(net, x, b, kind)) < 1e-10, (mode, kind, b is None)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_structured_blocked_symmetric_contraction_equals_plain(kind: str) -> None:
+    """The blocked SYRK (upper blocks, mirrored) against the plain block product, on features
+    with a rest-parameter Jacobian, formed-Jacobian layers and Gram layers of 1 and S positions."""
+    from conelib.ntk import _Functional, eval_mode
+
+    net = _odd()
+    x = torch.randn(8, 2, 7, 6, dtype=torch.float64)
+    with eval_mode(net):
+        plan = ntk_structured.plan_structured(net, x)
+        fn = _Functional.of(net)
+        for mode in ntk_structured.LAYER_MODES:
+            modes = {l.module: mode for l in plan.layers}
+            f = ntk_structured._features(net, fn.params, fn.frozen, plan, modes, x, kind, pass_size=3)
+            plain = ntk_structured._contract(f, f, kind)
+            for min_rows in (1, 2, 3):
+                blocked = ntk_structured._contract_symmetric(f, kind, min_rows=min_rows)
+                assert rel_err(blocked, plain) < 1e-13, (mode, min_rows)
+
+
+def test_structured_tiny_memory_limit_forces_chunks_same_result() -> None:
+    net = _bn_net(torch.float64)
+    x1 = torch.randn(7, 2, 5, 5, dtype=torch.float64)
+    x2 = torch.randn(4, 2, 5, 5, dtype=torch.float64)
+    for kind in KINDS:
+        got = empirical_ntk(net, x1, x2, kind=kind, method="structured", memory_limit=1)
+        assert rel_err(got, oracle_ntk(net, x1, x2, kind)) < 1e-10
+        sym = empirical_ntk(net, x1, kind=kind, method="structured", memory_limit=1)
+        assert rel_err(sym, oracle_ntk(net, x1, None, kind)) < 1e-10
+
+
+def test_structured_layer_costs_follow_the_formulas() -> None:
+    """FLOP formulas of the two modes against a direct count for a Linear and a conv layer."""
+    lin = ntk_structured.StructuredLayer("l", "linear", "l.weight", "l.bias", 300, 784, 1, (1, 784), (1, 300))
+    n, c = 64, 10
+    pairs = n * (n + 1) / 2
+    costs = ntk_structured.layer_costs(lin, n, n, "full", c, symmetric=True)
+    assert costs["gram"] == pytest.approx(2 * pairs * 785 + 2 * pairs * c * c * 300 + pairs * c * c)
+    assert costs["jacobian"] == pytest.approx(2 * n * c * 300 * 785 + 2 * pairs * c * c * 300 * 785)
+    assert costs["gram"] < costs["jacobian"]
+    conv = ntk_structured.StructuredLayer("c", "conv2d", "c.weight", None, 6, 25, 784, (1, 1, 28, 28), (1, 6, 28, 28))
+    costs = ntk_structured.layer_costs(conv, n, n, "trace", c, symmetric=True)
+    assert costs["jacobian"] < costs["gram"]  # many positions: form the Jacobian
+
+
+def test_auto_prefers_structured_where_it_is_cheaper() -> None:
+    mlp = models.build("lenet_300_100", input_shape=(1, 28, 28), seed=0)
+    prof = profile_model(mlp, torch.zeros(1, 1, 28, 28))
+    assert prof.structured is not None and prof.n_rest_params == 0
+    for kind in KINDS:
+        s = estimate_cost(prof, 128, 128, kind, "structured", symmetric=True)
+        j = estimate_cost(prof, 128, 128, kind, "jacobian", symmetric=True)
+        assert s < j / 10
+        assert choose_method(prof, 128, 128, kind, symmetric=True) == "structured"
+    lenet = models.build("lenet5", input_shape=(1, 28, 28), seed=0)
+    prof = profile_model(lenet, torch.zeros(1, 1, 28, 28))
+    assert choose_method(prof, 256, 256, "full", symmetric=True) == "structured"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_structured_cuda_matches_cpu() -> None:
+    model = models.build("resnet20", input_shape=(3, 32, 32), seed=0, norm="layernorm").double()
+    x = torch.randn(4, 3, 32, 32, dtype=torch.float64)
+    cpu = empirical_ntk(model, x, kind="full", method="structured")
+    gpu = empirical_ntk(model.cuda(), x.cuda(), kind="full", method="structured")
+    assert gpu.is_cuda
+    assert rel_err(gpu.cpu(), cpu) < 1e-10
+
+
+def test_benchmark_smoke_kernels_agree(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """benchmarks/ntk_bench.py --smoke: conelib's methods, the torch.func tutorial recipe and the
+    naive loop on the LeNets (n = 8, one repeat, in process, no neural-tangents) all agree with
+    the float64 reference."""
+    import csv
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "ntk_bench.py"
+    spec = importlib.util.spec_from_file_location("ntk_bench", path)
+    bench = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    sys.modules.setdefault("ntk_bench", bench)  # dataclasses look their module up there
+    spec.loader.exec_module(bench)
+    assert bench.main(["--smoke", "--out", str(tmp_path)]) == 0
+    with open(tmp_path / "ntk_bench.csv") as f:
+        rows = list(csv.DictReader(f))
+    methods = {r["method"] for r in rows}
+    assert {"conelib:auto", "conelib:structured", "conelib:jacobian", "conelib:ntvp", "torch:tutorial", "torch:naive"} <= methods
+    assert {(r["model"], r["kind"]) for r in rows} == {(m, k) for m in ("lenet_300_100", "lenet5") for k in ("full", "trace")}
+    for r in rows:
+        assert r["status"] == "ok", r
+        # float32 against float64; long float32 sums in the Jacobian contractions cost ~1e-4
+        assert float(r["rel_diff_f64"]) < 1e-3, r
+        if r["method"].startswith("conelib:") and r["method"] != "conelib:jacobian":
+            assert float(r["rel_diff_f64"]) < 1e-5, r
+    assert (tmp_path / "ntk_bench.md").read_text().count("| lenet5 |") >= 2
