@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
 import os
 import platform
 import resource
@@ -377,19 +376,25 @@ def run_benchmark(opts: Options) -> list[dict]:
     """Run every (model, kind, n, method) cell; return the table rows (also written to CSV/md)."""
     import torch
 
-    from conelib.ntk import empirical_ntk
-
     opts.out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="ntk_bench_")) if opts.keep is None else opts.keep
     work.mkdir(parents=True, exist_ok=True)
     nt_py = setup_nt(opts.nt_venv, opts.nt_python) if opts.nt else None
     methods = [m for m in opts.methods if opts.nt or not m.startswith("nt:")]
-    load0 = os.getloadavg()
-    rate_spec = {"kind": "gemm"}
-    rate = _run_gemm(opts, rate_spec)
+    # a run interrupted with --keep DIR resumes where it stopped: finished cells are in
+    # DIR/rows.jsonl, the references and the first run's GEMM rate and load are kept
+    state_path, rows_path = work / "state.json", work / "rows.jsonl"
+    state = json.loads(state_path.read_text()) if state_path.exists() else {}
+    if "rate" not in state:
+        state.update(rate=_run_gemm(opts, {"kind": "gemm"}), load0=os.getloadavg(), refcheck={})
+        state_path.write_text(json.dumps(state))
+    rate, load0 = state["rate"], tuple(state["load0"])
     print(f"float32 GEMM rate: {rate / 1e9:.1f} GFLOP/s", flush=True)
+    done = [json.loads(line) for line in rows_path.read_text().splitlines()] if rows_path.exists() else []
+    if done:
+        print(f"resuming: {len(done)} rows already measured in {rows_path}", flush=True)
     rows: list[dict] = []
-    refcheck: dict[str, float] = {}
+    refcheck: dict[str, float] = state["refcheck"]
     n_max, n_min = max(opts.sizes), min(opts.sizes)
     for name in opts.models:
         model = build_model(name)
@@ -400,16 +405,19 @@ def run_benchmark(opts: Options) -> list[dict]:
         logits = model(x[: min(n_max, 64)]).detach().numpy()
         # float64 reference: structured at the largest size (inputs are prefixes, so every size is
         # a sub-block), cross-checked against float64 jacobian at the smallest size
-        ref_path = work / f"{name}_ref_full.npy"
-        _run_worker({"model": name, "n": n_max, "kind": "full", "method": "conelib:structured", "dtype": "float64",
-                     "inputs": str(work / f"{name}_x.npy"), "repeats": 0, "max_seconds": 1e9,
-                     "memory_limit": opts.conelib_memory_limit, "kernel_out": str(ref_path)}, opts, timeout=7200)
+        ref_path = work / f"{name}_ref{n_max}_full.npy"
+        if not ref_path.exists():
+            _run_worker({"model": name, "n": n_max, "kind": "full", "method": "conelib:structured", "dtype": "float64",
+                         "inputs": str(work / f"{name}_x.npy"), "repeats": 0, "max_seconds": 1e9,
+                         "memory_limit": opts.conelib_memory_limit, "kernel_out": str(ref_path)}, opts, timeout=7200)
         ref_full = np.load(ref_path)
-        chk = work / f"{name}_refjac.npy"
-        _run_worker({"model": name, "n": n_min, "kind": "full", "method": "conelib:jacobian", "dtype": "float64",
-                     "inputs": str(work / f"{name}_x.npy"), "repeats": 0, "max_seconds": 1e9,
-                     "memory_limit": opts.conelib_memory_limit, "kernel_out": str(chk)}, opts, timeout=7200)
-        refcheck[name] = _rel(ref_full[:n_min, :n_min], np.load(chk))
+        if name not in refcheck:
+            chk = work / f"{name}_refjac.npy"
+            _run_worker({"model": name, "n": n_min, "kind": "full", "method": "conelib:jacobian", "dtype": "float64",
+                         "inputs": str(work / f"{name}_x.npy"), "repeats": 0, "max_seconds": 1e9,
+                         "memory_limit": opts.conelib_memory_limit, "kernel_out": str(chk)}, opts, timeout=7200)
+            refcheck[name] = _rel(ref_full[:n_min, :n_min], np.load(chk))
+            state_path.write_text(json.dumps(state))
         print(f"{name}: float64 structured vs float64 jacobian at n={n_min}: {refcheck[name]:.1e}", flush=True)
         for kind in opts.kinds:
             prev: dict[str, tuple[int, float]] = {}
@@ -417,6 +425,11 @@ def run_benchmark(opts: Options) -> list[dict]:
                 ref = ref_full[:n, :n]
                 if kind == "trace":
                     ref = np.einsum("ijaa->ij", ref)
+                old = [r for r in done if (r["model"], r["kind"], r["n"]) == (name, kind, n)]
+                if old:
+                    rows.extend(old)
+                    prev.update({r["method"]: (n, r["median_s"]) for r in old if r.get("status") == "ok"})
+                    continue
                 flops = flop_counts(name, n, kind)
                 cell: list[dict] = []
                 kernels: dict[str, np.ndarray] = {}
@@ -482,6 +495,9 @@ def run_benchmark(opts: Options) -> list[dict]:
                     if nt_times and row.get("status") == "ok":
                         row["ratio_to_best_nt"] = row["median_s"] / min(nt_times)
                 rows.extend(cell)
+                with open(rows_path, "a") as f:
+                    for r in cell:
+                        f.write(json.dumps(r) + "\n")
                 for f in work.glob("k_*.npy"):
                     f.unlink()
     meta = {
@@ -715,8 +731,8 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, Options | None]:
     ap.add_argument("--conelib-memory-limit", type=float, default=12 * 2**30,
                     help="bytes: memory_limit of the other conelib runs and of the float64 reference "
                     "(default 12 GiB: like neural-tangents, as much as the kernel needs on a 24 GiB machine)")
-    ap.add_argument("--max-seconds", type=float, default=60.0, help="skip methods predicted to take longer")
-    ap.add_argument("--max-seconds-primary", type=float, default=240.0,
+    ap.add_argument("--max-seconds", type=float, default=30.0, help="skip methods predicted to take longer")
+    ap.add_argument("--max-seconds-primary", type=float, default=180.0,
                     help=f"the same for {', '.join(PRIMARY)}")
     ap.add_argument("--max-memory", type=float, default=12 * 2**30, help="skip methods predicted to need more bytes")
     ap.add_argument("--no-nt", action="store_true", help="leave out neural-tangents")
@@ -726,7 +742,9 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, Options | None]:
     ap.add_argument("--omp-wait-policy", default="PASSIVE", choices=["PASSIVE", "ACTIVE", "unset"],
                     help="OMP_WAIT_POLICY of the torch workers (PASSIVE: see benchmarks/README.md)")
     ap.add_argument("--in-process", action="store_true", help="no subprocesses (no memory figures)")
-    ap.add_argument("--keep", type=Path, default=None, help="keep weights, inputs and kernels in this folder")
+    ap.add_argument("--keep", type=Path, default=None,
+                    help="work in this folder and keep it (weights, inputs, references, finished cells); "
+                    "running again with the same folder resumes an interrupted run")
     ap.add_argument("--smoke", action="store_true",
                     help="seconds-long correctness run: LeNets, n=8, one repeat, in process, no neural-tangents")
     ap.add_argument("--chart", action="store_true", help="redraw the chart (SVG + interactive HTML) from --out's CSV")
