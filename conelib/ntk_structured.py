@@ -618,6 +618,13 @@ def _pass(
         del g, p
 
 
+def _logit_minor(g: Tensor) -> Tensor:
+    """Signals ``(c, b, O, 1)`` of a one-position layer as ``(b, c O)``: the trace kernel's
+    signal Gram :math:`\sum_k \langle g_{ik}, g_{jk} \rangle` is then one GEMM."""
+    c, b, O = g.shape[:3]
+    return g[..., 0].permute(1, 0, 2).reshape(b, c * O)
+
+
 def _contract(f1: _Features, f2: _Features, kind: str) -> Tensor:
     """Kernel block between two chunks: ``(c, b1, c, b2)`` for full, ``(b1, b2)`` otherwise.
 
@@ -646,9 +653,8 @@ def _contract(f1: _Features, f2: _Features, kind: str) -> Tensor:
                 torch.mm(g1.reshape(c * b1, O), g2.reshape(c * b2, O).T, out=scratch)
                 out4.addcmul_(scratch.view(c, b1, c, b2), gram_in[None, :, None, :])
             else:
-                sig = g1.new_zeros(b1, b2)
-                for k in range(c):
-                    sig.addmm_(g1[k, :, :, 0], g2[k, :, :, 0].T)
+                # sum_k <g_ik, g_jk> as one GEMM over (logit, unit) pairs
+                sig = _logit_minor(g1) @ _logit_minor(g2).T
                 out.addcmul_(sig, gram_in)
             continue
         gram_in = torch.einsum("iks,jkt->isjt", p1, p2)  # (b1, S, b2, S)
@@ -666,7 +672,7 @@ def _contract_symmetric(f: _Features, kind: str, min_rows: int | None = None) ->
 
     The block is symmetric: as a ``(c b) x (c b)`` matrix for the full kernel, ``b x b`` for the
     others. Its rows are split in groups of at least ``min_rows`` (full: 256, whole logits per
-    group; trace: 64 examples; smaller GEMM outputs lose more speed than the halved FLOPs gain),
+    group; trace: 128 examples; smaller GEMM outputs lose more speed than the halved FLOPs gain),
     only the blocks on and above the diagonal are computed, for the Jacobian part
     (:math:`\sum_k A_k A_k^\top`) and the Gram-mode layers with one position, and the lower
     blocks are mirrored. Gram-mode layers with several positions (rare) are contracted whole.
@@ -674,7 +680,7 @@ def _contract_symmetric(f: _Features, kind: str, min_rows: int | None = None) ->
     c, b = f.shape
     full = kind == "full"
     rows = c * b if full else b
-    min_rows = min_rows or (256 if full else 64)
+    min_rows = min_rows or (256 if full else 128)
     if full:
         parts = min(c, rows // min_rows)
         blocks = [slice(g.start * b, g.stop * b) for g in _chunks(c, -(-c // max(parts, 1)))]
@@ -704,11 +710,9 @@ def _contract_symmetric(f: _Features, kind: str, min_rows: int | None = None) ->
                 sig = (G[I] @ G[J].T).view(la, b, lb, b)
                 out[I, J].view(la, b, lb, b).addcmul_(sig, gram_in[None, :, None, :])
         else:
+            G = _logit_minor(g)
             for I, J in pairs:
-                sig = g.new_zeros(I.stop - I.start, J.stop - J.start)
-                for k in range(c):
-                    sig.addmm_(g[k, I, :, 0], g[k, J, :, 0].T)
-                out[I, J].addcmul_(sig, gram_in[I, J])
+                out[I, J].addcmul_(G[I] @ G[J].T, gram_in[I, J])
     for i, I in enumerate(blocks):
         for J in blocks[i + 1 :]:
             out[J, I] = out[I, J].T

@@ -423,3 +423,31 @@ def test_benchmark_smoke_kernels_agree(tmp_path) -> None:  # type: ignore[no-unt
         if r["method"].startswith("conelib:") and r["method"] != "conelib:jacobian":
             assert float(r["rel_diff_f64"]) < 1e-5, r
     assert (tmp_path / "ntk_bench.md").read_text().count("| lenet5 |") >= 2
+    # --chart: SVG from the CSV, and the book page's table and chart replaced between the markers
+    page = tmp_path / "page.md"
+    page.write_text("# t\n<!-- ntk_bench:table -->\nSTALE_TABLE\n<!-- /ntk_bench -->\nmid\n"
+                    "<!-- ntk_bench:chart -->\n<!-- /ntk_bench -->\nend\n")
+    svg = tmp_path / "speed.svg"
+    assert bench.main(["--chart", "--out", str(tmp_path), "--svg", str(svg), "--page", str(page)]) == 0
+    assert svg.read_text().lstrip().startswith("<svg")
+    text = page.read_text()
+    assert "STALE_TABLE" not in text and "mid" in text and text.rstrip().endswith("end")
+    assert text.count("| lenet5 |") >= 2 and "<svg" in text
+
+
+def test_memory_benchmark_bound_keeps_kernel(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """benchmarks/ntk_memory.py: a 1 KiB bound (one example per chunk) gives the kernel of a 1 GiB
+    bound to float32 round-off, and the tables are written."""
+    import csv
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "ntk_memory.py"
+    subprocess.run([sys.executable, str(script), "--model", "lenet5", "--n", "16", "--kind", "full",
+                    "--limits", "1K", "1G", "--repeats", "1", "--out", str(tmp_path)], check=True)
+    with open(tmp_path / "ntk_memory_lenet5_full_n16.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [float(r["memory_limit_mb"]) for r in rows] == [1024.0, 1 / 1024]
+    assert float(rows[0]["rel_diff"]) == 0.0 and float(rows[1]["rel_diff"]) < 1e-5
+    assert (tmp_path / "ntk_memory_lenet5_full_n16.md").read_text().count("MiB |") == 2
