@@ -41,14 +41,13 @@ import csv
 import json
 import os
 import platform
-import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -176,7 +175,12 @@ def time_calls(fn, x, repeats: int, max_seconds: float):  # type: ignore[no-unty
 
 
 def max_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """This process's peak resident memory (``benchmarks/peak_rss.py``: not the parent's)."""
+    if str(HERE) not in sys.path:
+        sys.path.insert(0, str(HERE))
+    from peak_rss import peak_rss_bytes
+
+    return peak_rss_bytes()
 
 
 # ------------------------------------------------------------------------------------------
@@ -192,9 +196,14 @@ def worker(spec: dict) -> dict:
     model = build_model(spec["model"], dtype)
     x = torch.from_numpy(np.load(spec["inputs"])[: spec["n"]]).to(dtype)
     fn = make_kernel_fn(spec["method"], model, spec["kind"], spec.get("memory_limit"))
-    before = max_rss_bytes()
+    from peak_rss import current_rss_bytes, reset_peak
+
+    setup_peak, before = max_rss_bytes(), current_rss_bytes()
+    reset_peak()  # the peak read below is that of the kernel calls
     k, first, times = time_calls(fn, x, spec["repeats"], spec["max_seconds"])
-    out = {"first_s": first, "times_s": times, "max_rss_bytes": max_rss_bytes(), "rss_before_bytes": before}
+    peak = max_rss_bytes()
+    out = {"first_s": first, "times_s": times, "max_rss_bytes": max(peak, setup_peak), "rss_before_bytes": before,
+           "calls_peak_bytes": peak}
     if spec.get("kernel_out"):
         np.save(spec["kernel_out"], k.detach().cpu().numpy())
     if spec["method"] in ("conelib:auto", f"conelib:{BOUNDED}"):
@@ -293,6 +302,11 @@ class Options:
     in_process: bool
     omp_wait_policy: str
     keep: Path | None
+    max_n: dict[str, int] = field(default_factory=dict)
+
+    def sizes_for(self, model: str) -> list[int]:
+        """The sizes measured for ``model`` (``--max-n`` caps them per model)."""
+        return [n for n in self.sizes if n <= self.max_n.get(model, n)]
 
 
 def _torch_env(opts: Options) -> dict:
@@ -395,8 +409,8 @@ def run_benchmark(opts: Options) -> list[dict]:
         print(f"resuming: {len(done)} rows already measured in {rows_path}", flush=True)
     rows: list[dict] = []
     refcheck: dict[str, float] = state["refcheck"]
-    n_max, n_min = max(opts.sizes), min(opts.sizes)
     for name in opts.models:
+        n_max, n_min = max(opts.sizes_for(name)), min(opts.sizes_for(name))
         model = build_model(name)
         gen = torch.Generator().manual_seed(1234)
         x = torch.randn(n_max, *MODELS[name]["input_shape"], generator=gen)
@@ -421,7 +435,7 @@ def run_benchmark(opts: Options) -> list[dict]:
         print(f"{name}: float64 structured vs float64 jacobian at n={n_min}: {refcheck[name]:.1e}", flush=True)
         for kind in opts.kinds:
             prev: dict[str, tuple[int, float]] = {}
-            for n in sorted(opts.sizes):
+            for n in opts.sizes_for(name):
                 ref = ref_full[:n, :n]
                 if kind == "trace":
                     ref = np.einsum("ijaa->ij", ref)
@@ -607,7 +621,7 @@ def markdown_tables(rows: list[dict], meta: dict) -> str:
         ratio = f"{a / best['median_s']:.2f}" if (best and a) else "–"
         bound = auto.get("bound_structured_s")
         jbound = auto.get("bound_jacobian_s")
-        lim = f"{_t(bounded.get('median_s'))} ({bounded.get('memory_limit_mb') or 0:.3g} MiB)" if bounded.get("median_s") else "–"
+        lim = f"{_t(bounded.get('median_s'))} ({bounded.get('memory_limit_mb') or 0:.0f} MiB)" if bounded.get("median_s") else "–"
         lines.append(
             f"| {model} | {kind} | {n} | {_t(a)} ({auto.get('auto_choice') or '?'}) | "
             f"{_t(best['median_s']) + ' (' + best['method'][3:].replace('_', ' ') + ')' if best else '–'} | {ratio} | "
@@ -632,7 +646,7 @@ def markdown_tables(rows: list[dict], meta: dict) -> str:
         rc = f"{r['rel_diff_consensus']:.1e}" if r.get("rel_diff_consensus") is not None else "–"
         note = r.get("note") or ("" if ok else r.get("status", ""))
         if r["method"] == f"conelib:{BOUNDED}" and r.get("memory_limit_mb"):
-            note = (note + "; " if note else "") + f"memory_limit={r['memory_limit_mb']:.3g} MiB"
+            note = (note + "; " if note else "") + f"memory_limit={r['memory_limit_mb']:.0f} MiB"
         lines.append(
             f"| {r['model']} | {r['kind']} | {r['n']} | {r['method']} | {_t(r.get('median_s')) if ok else '–'} | "
             f"{r.get('repeats') or '–'} | {_t(r.get('first_s')) if ok else '–'} | {ratio} | {rss} | {rd} | {rc} | {note} |"
@@ -657,7 +671,8 @@ def chart(rows: list[dict]):  # type: ignore[no-untyped-def]
         alt.Chart(data, width=220, height=180)
         .mark_line(point=True)
         .encode(
-            x=alt.X("n:Q", scale=alt.Scale(type="log", base=2), title="n (examples)"),
+            x=alt.X("n:Q", scale=alt.Scale(type="log", base=2), title="n (examples)",
+                    axis=alt.Axis(values=sorted({int(v) for v in data["n"]}))),
             y=alt.Y("seconds:Q", scale=alt.Scale(type="log"), title="median time (s)"),
             color=alt.Color("method:N", title="method"),
             strokeDash=alt.condition("indexof(datum.method, 'nt:') == 0", alt.value([4, 2]), alt.value([1, 0])),
@@ -729,6 +744,8 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, Options | None]:
     ap.add_argument("--kinds", nargs="+", default=list(KINDS), help=f"any of {list(KINDS)}")
     ap.add_argument("--methods", nargs="+", default=list(ALL_METHODS), help=f"any of {list(ALL_METHODS)}")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--max-n", nargs="+", default=[], metavar="MODEL=N",
+                    help="measure MODEL only up to n = N (e.g. resnet20=256)")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--memory-limit", type=float, default=2 * 2**30,
                     help="bytes: the caller-given bound of the conelib:auto@limit runs (default 2 GiB, "
@@ -767,6 +784,13 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, Options | None]:
             raise ValueError(f"--{key}: {bad} not supported; choose from {list(allowed)}")
     if any(s < 1 for s in a.sizes):
         raise ValueError(f"--sizes must be positive, got {a.sizes}")
+    max_n: dict[str, int] = {}
+    for item in a.max_n:
+        model, _, cap = item.partition("=")
+        if model not in MODELS or not cap.isdigit() or int(cap) < min(a.sizes):
+            raise ValueError(f"--max-n: {item!r} must be MODEL=N with MODEL one of {list(MODELS)} "
+                             f"and N >= the smallest size {min(a.sizes)}")
+        max_n[model] = int(cap)
     if a.smoke:
         a.sizes, a.repeats, a.no_nt, a.in_process = [8], 1, True, True
         a.methods = [m for m in a.methods if not m.startswith("nt:")]
@@ -777,6 +801,7 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, Options | None]:
         max_seconds=a.max_seconds,
         max_seconds_primary=a.max_seconds_primary, max_memory=a.max_memory, nt=not a.no_nt, nt_venv=a.nt_venv,
         nt_python=a.nt_python, in_process=a.in_process, omp_wait_policy=a.omp_wait_policy, keep=a.keep,
+        max_n=max_n,
     )
     return a, opts
 

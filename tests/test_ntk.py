@@ -395,11 +395,7 @@ def test_structured_cuda_matches_cpu() -> None:
     assert rel_err(gpu.cpu(), cpu) < 1e-10
 
 
-def test_benchmark_smoke_kernels_agree(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """benchmarks/ntk_bench.py --smoke: conelib's methods, the torch.func tutorial recipe and the
-    naive loop on the LeNets (n = 8, one repeat, in process, no neural-tangents) all agree with
-    the float64 reference."""
-    import csv
+def _load_bench():  # type: ignore[no-untyped-def]
     import importlib.util
     import sys
     from pathlib import Path
@@ -408,8 +404,29 @@ def test_benchmark_smoke_kernels_agree(tmp_path) -> None:  # type: ignore[no-unt
     spec = importlib.util.spec_from_file_location("ntk_bench", path)
     bench = importlib.util.module_from_spec(spec)
     assert spec.loader is not None
-    sys.modules.setdefault("ntk_bench", bench)  # dataclasses look their module up there
+    sys.modules["ntk_bench"] = bench  # dataclasses look their module up there
     spec.loader.exec_module(bench)
+    return bench
+
+
+@pytest.mark.parametrize("arg", ["vgg16=256", "resnet20=abc", "resnet20=64", "resnet20"])
+def test_benchmark_max_n_rejects_bad_values(arg: str) -> None:
+    with pytest.raises(ValueError, match="--max-n"):
+        _load_bench().parse(["--max-n", arg])
+
+
+def test_benchmark_max_n_caps_one_model() -> None:
+    _, opts = _load_bench().parse(["--max-n", "resnet20=256"])
+    assert opts.sizes_for("resnet20") == [128, 256] and opts.sizes_for("lenet5") == [128, 256, 512]
+
+
+def test_benchmark_smoke_kernels_agree(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """benchmarks/ntk_bench.py --smoke: conelib's methods, the torch.func tutorial recipe and the
+    naive loop on the LeNets (n = 8, one repeat, in process, no neural-tangents) all agree with
+    the float64 reference."""
+    import csv
+
+    bench = _load_bench()
     assert bench.main(["--smoke", "--out", str(tmp_path)]) == 0
     with open(tmp_path / "ntk_bench.csv") as f:
         rows = list(csv.DictReader(f))
