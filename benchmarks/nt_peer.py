@@ -49,6 +49,7 @@ from jax.example_libraries import stax as ostax
 
 import neural_tangents as nt
 from neural_tangents import stax
+from peak_rss import watch  # benchmarks/peak_rss.py (this folder): this process's peak, not the parent's
 
 MODELS = ("lenet_300_100", "lenet5", "resnet20")
 IMPLEMENTATIONS = {1: "jacobian_contraction", 2: "ntk_vector_products", 3: "structured_derivatives"}
@@ -180,9 +181,6 @@ def to_layout(model: str, x: np.ndarray) -> jnp.ndarray:
     return jnp.asarray(np.transpose(x, (0, 2, 3, 1)))
 
 
-from peak_rss import current_rss_bytes, peak_rss_bytes, reset_peak  # noqa: E402  (same folder)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", required=True, choices=MODELS)
@@ -218,18 +216,17 @@ def main(argv: list[str] | None = None) -> int:
 
     trace_axes = () if args.kind == "full" else (-1,)
     kfn = jax.jit(nt.empirical_ntk_fn(apply_fn, trace_axes=trace_axes, vmap_axes=0, implementation=args.implementation))
-    setup_peak, rss_before = peak_rss_bytes(), current_rss_bytes()
-    reset_peak()  # the peak read below is that of the kernel calls (compilation included)
-    t0 = time.perf_counter()
-    k = kfn(x, None, params).block_until_ready()
-    first = time.perf_counter() - t0
-    times: list[float] = []
-    for _ in range(max(0, args.repeats)):
-        if first > args.max_seconds or (times and sum(times) > args.max_seconds):
-            break
+    with watch() as mem:  # the kernel calls, compilation included
         t0 = time.perf_counter()
         k = kfn(x, None, params).block_until_ready()
-        times.append(time.perf_counter() - t0)
+        first = time.perf_counter() - t0
+        times: list[float] = []
+        for _ in range(max(0, args.repeats)):
+            if first > args.max_seconds or (times and sum(times) > args.max_seconds):
+                break
+            t0 = time.perf_counter()
+            k = kfn(x, None, params).block_until_ready()
+            times.append(time.perf_counter() - t0)
     k = np.asarray(k, dtype=np.float32)
     if args.kind == "trace":
         k = k * num_classes  # neural-tangents returns the mean over the traced logit axis
@@ -241,8 +238,8 @@ def main(argv: list[str] | None = None) -> int:
         "first_s": first,
         "times_s": times or [first],
         "median_s": statistics.median(times or [first]),
-        "max_rss_bytes": max(setup_peak, peak_rss_bytes()),
-        "rss_before_bytes": rss_before,
+        "max_rss_bytes": mem.peak_bytes,
+        "extra_rss_bytes": mem.extra_bytes,
         "versions": {"neural_tangents": nt.__version__ if hasattr(nt, "__version__") else "?",
                      "jax": jax.__version__, "numpy": np.__version__, "python": sys.version.split()[0]},
         "devices": [str(d) for d in jax.devices()],

@@ -54,6 +54,9 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+from peak_rss import watch  # noqa: E402  (benchmarks/peak_rss.py: this process's peak, not the parent's)
+
 DEFAULT_OUT = HERE / "results"
 DEFAULT_NT_VENV = Path.home() / ".cache" / "conelib" / "venv-nt"
 NT_REQUIREMENTS = ("neural-tangents==0.6.5", "jax==0.4.23", "jaxlib==0.4.23", "numpy<2")
@@ -174,15 +177,6 @@ def time_calls(fn, x, repeats: int, max_seconds: float):  # type: ignore[no-unty
     return out, first, times
 
 
-def max_rss_bytes() -> int:
-    """This process's peak resident memory (``benchmarks/peak_rss.py``: not the parent's)."""
-    if str(HERE) not in sys.path:
-        sys.path.insert(0, str(HERE))
-    from peak_rss import peak_rss_bytes
-
-    return peak_rss_bytes()
-
-
 # ------------------------------------------------------------------------------------------
 # worker: one method, one cell, in a fresh process
 # ------------------------------------------------------------------------------------------
@@ -196,14 +190,9 @@ def worker(spec: dict) -> dict:
     model = build_model(spec["model"], dtype)
     x = torch.from_numpy(np.load(spec["inputs"])[: spec["n"]]).to(dtype)
     fn = make_kernel_fn(spec["method"], model, spec["kind"], spec.get("memory_limit"))
-    from peak_rss import current_rss_bytes, reset_peak
-
-    setup_peak, before = max_rss_bytes(), current_rss_bytes()
-    reset_peak()  # the peak read below is that of the kernel calls
-    k, first, times = time_calls(fn, x, spec["repeats"], spec["max_seconds"])
-    peak = max_rss_bytes()
-    out = {"first_s": first, "times_s": times, "max_rss_bytes": max(peak, setup_peak), "rss_before_bytes": before,
-           "calls_peak_bytes": peak}
+    with watch() as mem:
+        k, first, times = time_calls(fn, x, spec["repeats"], spec["max_seconds"])
+    out = {"first_s": first, "times_s": times, "max_rss_bytes": mem.peak_bytes, "extra_rss_bytes": mem.extra_bytes}
     if spec.get("kernel_out"):
         np.save(spec["kernel_out"], k.detach().cpu().numpy())
     if spec["method"] in ("conelib:auto", f"conelib:{BOUNDED}"):
@@ -486,7 +475,7 @@ def run_benchmark(opts: Options) -> list[dict]:
                             t = res["times_s"]
                             row.update(status="ok", median_s=statistics.median(t), min_s=min(t), repeats=len(t),
                                        first_s=res["first_s"], peak_rss_mb=res["max_rss_bytes"] / 2**20,
-                                       extra_rss_mb=(res["max_rss_bytes"] - res["rss_before_bytes"]) / 2**20,
+                                       extra_rss_mb=res["extra_rss_bytes"] / 2**20,
                                        auto_choice=res.get("auto_choice", ""))
                             k = np.load(kpath)
                             kernels[method] = k

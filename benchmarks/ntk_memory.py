@@ -44,7 +44,7 @@ def parse_bytes(text: str) -> int:
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from peak_rss import current_rss_bytes, peak_rss_bytes, reset_peak  # noqa: E402  (same folder)
+from peak_rss import watch  # noqa: E402  (same folder)
 
 
 def worker(spec: dict) -> dict:
@@ -61,17 +61,15 @@ def worker(spec: dict) -> dict:
     x = torch.randn(spec["n"], *shape, generator=torch.Generator().manual_seed(1))
     limit = spec["limit"]
     empirical_ntk(model, x[:8], kind=spec["kind"], memory_limit=limit)  # warm-up (kernels, allocator)
-    setup_peak, rss0 = peak_rss_bytes() / 2**20, current_rss_bytes() / 2**20
-    reset_peak()  # the peak read below is that of the bounded calls
     times, k = [], None
-    for _ in range(spec["repeats"]):
-        t0 = time.perf_counter()
-        k = empirical_ntk(model, x, kind=spec["kind"], memory_limit=limit)
-        times.append(time.perf_counter() - t0)
-    rss1 = peak_rss_bytes() / 2**20
+    with watch() as mem:  # the bounded calls
+        for _ in range(spec["repeats"]):
+            t0 = time.perf_counter()
+            k = empirical_ntk(model, x, kind=spec["kind"], memory_limit=limit)
+            times.append(time.perf_counter() - t0)
     np.save(spec["kernel_out"], k.numpy())
     return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
-            "peak_rss_mb": max(rss1, setup_peak), "extra_rss_mb": rss1 - rss0}
+            "peak_rss_mb": mem.peak_bytes / 2**20, "extra_rss_mb": mem.extra_bytes / 2**20}
 
 
 def main(argv: list[str] | None = None) -> None:

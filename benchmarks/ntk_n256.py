@@ -4,7 +4,7 @@
 """
 import sys, time, resource, torch
 from conelib import build_model
-from conelib.ntk import empirical_ntk, ntk_fn, profile_model, choose_method
+from conelib.ntk import empirical_ntk, profile_model, choose_method
 name, kind, method = sys.argv[1:4]
 shape = (3, 32, 32) if name == "resnet20" else (1, 28, 28)
 kw = {"norm": "layernorm"} if name == "resnet20" else {}

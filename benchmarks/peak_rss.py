@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import resource
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 
 def _status_kib(field: str) -> int | None:
@@ -46,3 +49,23 @@ def reset_peak() -> bool:
         return True
     except OSError:
         return False
+
+
+@dataclass
+class Usage:
+    """Memory of the calls inside :func:`watch`: the process's peak (setup included) and the
+    growth of resident memory during the calls (their own peak minus the memory before them)."""
+
+    peak_bytes: int = 0
+    extra_bytes: int = 0
+
+
+@contextmanager
+def watch() -> Iterator[Usage]:
+    """Measure the calls in the ``with`` block; the :class:`Usage` is filled in when it ends."""
+    usage = Usage()
+    setup_peak, before = peak_rss_bytes(), current_rss_bytes()
+    reset_peak()
+    yield usage
+    calls_peak = peak_rss_bytes()
+    usage.peak_bytes, usage.extra_bytes = max(setup_peak, calls_peak), calls_peak - before
