@@ -1,17 +1,21 @@
 # The two commands of the README:
-#   make main   – set up .venv, run every experiment notebook with the quick profile (CPU), build the book
+#   make main   – set up .venv, execute every experiment notebook (the stored results of the mnist
+#                 profile are loaded, not recomputed), build the book
 #   make test   – set up .venv with the test tools, run the test suite
+# and the others:
+#   make reproduce – rerun every experiment the book shows into a scratch folder, compare (CPU, ~1 h)
+#   make lab       – JupyterLab on the notebooks (MyST sources open as notebooks; charts draw offline)
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-PROFILE ?= quick
+PROFILE ?= mnist
 
-.PHONY: main test book setup clean-book
+.PHONY: main test book setup lab reproduce clean-book
 
 $(VENV)/.conelib-installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -e '.[dev]'
+	$(PY) -m pip install -e '.[dev,lab]'
 	touch $@
 
 setup: $(VENV)/.conelib-installed
@@ -23,7 +27,16 @@ book: setup
 	$(PY) -m conelib book
 
 test: setup
+	$(PY) -m conelib fetch mnist
 	$(PY) -m pytest -q
+
+reproduce: setup
+	$(PY) -m conelib fetch mnist
+	$(PY) -m conelib reproduce --profile $(PROFILE)
+
+# JupyterLab with the notebooks' MyST sources opening as notebooks (jupytext) and no network needed
+lab: setup
+	JUPYTERLAB_SETTINGS_DIR=$(CURDIR)/.jupyter/lab/user-settings $(VENV)/bin/jupyter lab notebooks/
 
 clean-book:
 	rm -rf _build

@@ -7,7 +7,7 @@ The public API, re-exported here:
 * kernel metrics: :func:`kernel_distance` (eq. 4), :func:`kernel_velocity` (eq. 5),
   :func:`distance_to_reference`, :func:`pairwise_distances`, :func:`cone_embedding`
 * models and data: :func:`build_model`, :func:`load_dataset`, :func:`probe_subset`
-* training: :class:`TrainConfig`, :func:`train`, :func:`preset`
+* training: :class:`TrainConfig`, :func:`train`
 * results: :func:`load_or_compute`, :func:`save_result`, :func:`load_result`, :func:`config_hash`
 * measures: :func:`phase_one_end`, :func:`cone_width`, :func:`verdict`
 * experiments: :mod:`conelib.experiments`; charts: :mod:`conelib.charts`
@@ -28,17 +28,17 @@ from conelib.models import MODELS, NORMS
 from conelib.models import build as build_model
 from conelib.ntk import empirical_ntk, ntk_fn
 from conelib.results import config_hash, load_or_compute, load_result, save_result, stored_results
-from conelib.train import PRESETS, TrainConfig, TrainingDivergedError, preset, train
+from conelib.train import TrainConfig, TrainingDivergedError, train
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "DATASETS", "MODELS", "NORMS", "PRESETS",
+    "DATASETS", "MODELS", "NORMS",
     "TensorData", "load_dataset", "probe_subset", "build_model",
     "empirical_ntk", "ntk_fn",
     "KernelTrajectory", "adjacent_distance", "cone_embedding", "distance_to_reference", "kernel_distance",
     "kernel_velocity", "pairwise_distances",
     "cone_width", "phase_one_end", "trajectory_dataset", "velocity_drop", "verdict",
     "config_hash", "load_or_compute", "load_result", "save_result", "stored_results",
-    "TrainConfig", "TrainingDivergedError", "preset", "train",
+    "TrainConfig", "TrainingDivergedError", "train",
 ]

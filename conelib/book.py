@@ -25,10 +25,12 @@ Vega (Altair's charts)
     (it redeclares ``const spec`` on every chart) and must not emit widgets (they make myst-nb
     load require.js, and Altair's template then takes its require.js path to the CDN).
 MathJax 3 (the typeset maths)
-    the npm package ``mathjax@3`` (``npm pack``, tarball cached under ``~/.cache/conelib/``
-    so a second build needs no network). Its ``es5/tex-mml-chtml.js`` plus the directories it
-    loads on demand (fonts, TeX extensions, accessibility) are unpacked into
-    ``vendor/mathjax/``; ``_config.yml`` points Sphinx's ``mathjax_path`` at it.
+    from the Python package ``django-static-mathjax`` (MathJax 3.2.2, the last 3.x release, as
+    package data; a dependency, so no npm and no network at build time). Its
+    ``es5/tex-mml-chtml.js`` plus the directories it loads on demand (fonts, TeX extensions,
+    accessibility) are copied into ``vendor/mathjax/``; ``_config.yml`` points Sphinx's
+    ``mathjax_path`` at it. (``sphinx-mathjax-offline`` 0.0.2 was the other candidate: a 2022
+    release that copies its whole 24 MB folder into every build.)
 
 Chapters drawn from executed notebooks (toc entries under ``book/generated/``) may not exist
 yet on a fresh checkout, and jupyter-book fails on a missing toc entry. :func:`prepare_static`
@@ -47,15 +49,14 @@ Example:
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
-import tarfile
-import tempfile
 from collections.abc import Iterator
 from importlib.metadata import version as _dist_version
 from pathlib import Path, PurePosixPath
+
+from conelib import paths
 
 #: where generated assets go, relative to the book root (gitignored)
 VENDOR_DIR = PurePosixPath("book/_static/vendor")
@@ -63,8 +64,6 @@ VENDOR_DIR = PurePosixPath("book/_static/vendor")
 VEGA_SCRIPT = "vega-offline.js"
 #: the MathJax entry point, relative to VENDOR_DIR (Sphinx's ``mathjax_path``)
 MATHJAX_ENTRY = "mathjax/tex-mml-chtml.js"
-#: what ``npm pack`` is asked for
-MATHJAX_NPM_SPEC = "mathjax@3"
 #: parts of the package's ``es5/`` folder that ``tex-mml-chtml.js`` loads (on demand) at run time
 MATHJAX_PARTS = ("tex-mml-chtml.js", "input", "output", "a11y", "ui", "sre", "adaptors")
 #: where executed notebooks are expected, relative to the book root
@@ -79,14 +78,15 @@ BUILDERS: tuple[str, ...] = ("html", "dirhtml", "singlehtml")
 
 
 def repo_root() -> Path:
-    """The repository root (the directory holding ``_config.yml``), found from this file."""
-    return Path(__file__).resolve().parent.parent
+    """The repository root (the directory holding ``_config.yml``)."""
+    return paths.require_repo("building the book")
 
 
-def cache_dir() -> Path:
-    """Download cache: ``$XDG_CACHE_HOME/conelib`` or ``~/.cache/conelib``."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "conelib"
+def stale_chapters(book_root: Path | None = None) -> list[str]:
+    """Chapters whose last run failed (a ``<name>.failed.json`` beside them, see :mod:`conelib.nbrun`)."""
+    root = Path(book_root) if book_root is not None else repo_root()
+    folder = root / GENERATED_DIR
+    return sorted(p.name.removesuffix(".failed.json") for p in folder.glob("*.failed.json"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -157,72 +157,30 @@ def vega_offline_script() -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def _cached_mathjax_tarballs(cache: Path) -> list[Path]:
-    def key(p: Path) -> tuple[int, ...]:
-        digits = p.name.removeprefix("mathjax-").removesuffix(".tgz").split(".")
-        return tuple(int(d) if d.isdigit() else -1 for d in digits)
-
-    return sorted(cache.glob("mathjax-3.*.tgz"), key=key)
-
-
-def mathjax_tarball(cache: Path | None = None) -> Path:
-    """The npm tarball of MathJax 3: the newest cached one, else ``npm pack mathjax@3``.
-
-    Args:
-        cache: cache folder (default :func:`cache_dir`); the tarball is kept there so a later
-            build needs no network.
+def mathjax_source() -> Path:
+    """The ``es5/`` folder of MathJax 3 inside the installed ``django-static-mathjax`` package.
 
     Raises:
-        FileNotFoundError: no cached tarball and no ``npm`` on ``PATH``.
-        RuntimeError: ``npm pack`` failed (e.g. no network).
+        FileNotFoundError: the package is not installed (``pip install django-static-mathjax``).
     """
-    cache = Path(cache) if cache is not None else cache_dir()
-    found = _cached_mathjax_tarballs(cache) if cache.is_dir() else []
-    if found:
-        return found[-1]
-    npm = shutil.which("npm")
-    if npm is None:
-        raise FileNotFoundError(
-            f"MathJax is needed to typeset the book offline, but no cached tarball matches "
-            f"{cache / 'mathjax-3.*.tgz'} and `npm` is not on PATH. Install Node.js/npm, or put "
-            f"the output of `npm pack {MATHJAX_NPM_SPEC}` into {cache}."
-        )
-    cache.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=cache) as tmp:
-        proc = subprocess.run(
-            [npm, "pack", MATHJAX_NPM_SPEC, "--silent"], cwd=tmp, capture_output=True, text=True
-        )
-        packed = list(Path(tmp).glob("mathjax-3.*.tgz"))
-        if proc.returncode != 0 or len(packed) != 1:
-            raise RuntimeError(
-                f"`npm pack {MATHJAX_NPM_SPEC}` failed (exit {proc.returncode}): "
-                f"{proc.stderr.strip() or proc.stdout.strip()}"
-            )
-        target = cache / packed[0].name
-        os.replace(packed[0], target)
-    return target
+    try:
+        import mathjax  # the import name of django-static-mathjax
+    except ImportError as err:
+        raise FileNotFoundError("MathJax is needed to typeset the book offline: pip install django-static-mathjax "
+                                "(a dependency of conelib)") from err
+    base = Path(mathjax.__file__).resolve().parent / "static" / "mathjax"
+    es5 = base / "es5"
+    if not (es5 / "tex-mml-chtml.js").is_file():
+        raise FileNotFoundError(f"{es5} holds no tex-mml-chtml.js: the installed 'mathjax' package is not "
+                                "django-static-mathjax (MathJax 3)")
+    return es5
 
 
-def _mathjax_members(tar: tarfile.TarFile) -> Iterator[tuple[tarfile.TarInfo, PurePosixPath]]:
-    """Regular files of ``package/es5/<part>`` (and the licence), with their target paths."""
-    for member in tar.getmembers():
-        if not member.isfile():
-            continue
-        path = PurePosixPath(member.name)
-        if path.parts[:1] != ("package",) or ".." in path.parts:
-            continue
-        rel = PurePosixPath(*path.parts[1:])
-        if rel == PurePosixPath("LICENSE"):
-            yield member, rel
-        elif rel.parts[:1] == ("es5",) and len(rel.parts) > 1 and rel.parts[1] in MATHJAX_PARTS:
-            yield member, PurePosixPath(*rel.parts[1:])
+def install_mathjax(source: Path, dest: Path) -> list[Path]:
+    """Copy the parts of MathJax's ``es5/`` folder that the book needs into ``dest``.
 
-
-def install_mathjax(tarball: Path, dest: Path) -> list[Path]:
-    """Unpack the parts of the MathJax npm tarball that the book needs into ``dest``.
-
-    ``dest`` is emptied first. Only regular files under ``package/es5/`` named in
-    :data:`MATHJAX_PARTS` (and the licence) are written; nothing outside ``dest`` can be.
+    ``dest`` is emptied first. Only :data:`MATHJAX_PARTS` (and the licence, from the folder above)
+    are copied.
 
     Returns:
         The files written.
@@ -230,17 +188,21 @@ def install_mathjax(tarball: Path, dest: Path) -> list[Path]:
     if dest.exists():
         shutil.rmtree(dest)
     written: list[Path] = []
-    with tarfile.open(tarball, "r:gz") as tar:
-        for member, rel in _mathjax_members(tar):
-            target = dest.joinpath(*rel.parts)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            src = tar.extractfile(member)
-            assert src is not None  # a regular file
-            with src, open(target, "wb") as out:
-                shutil.copyfileobj(src, out)
-            written.append(target)
+    for part in MATHJAX_PARTS:
+        src = source / part
+        if src.is_dir():
+            shutil.copytree(src, dest / part)
+            written += [p for p in (dest / part).rglob("*") if p.is_file()]
+        elif src.is_file():
+            dest.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / part)
+            written.append(dest / part)
+    licence = source.parent / "LICENSE"
+    if licence.is_file():
+        shutil.copy2(licence, dest / "LICENSE")
+        written.append(dest / "LICENSE")
     if not (dest / "tex-mml-chtml.js").is_file():
-        raise RuntimeError(f"{tarball} holds no package/es5/tex-mml-chtml.js; is it MathJax 3?")
+        raise RuntimeError(f"{source} holds no tex-mml-chtml.js; is it MathJax 3?")
     return written
 
 
@@ -271,33 +233,39 @@ def _is_placeholder(path: Path) -> bool:
         return False
 
 
-def _placeholder_text(name: str, has_reproduce_page: bool) -> str:
+def _placeholder_text(name: str, has_reproduce_page: bool, failure: dict | None = None) -> str:
     title = name.replace("_", " ").replace("-", " ").capitalize()
     see = (
         "See {doc}`/book/reproduce` for profiles, parameters and where results are stored."
         if has_reproduce_page
         else ""
     )
+    if failure:
+        state = "failed"
+        note = (f"```{{warning}}\nThe last run of this chapter's notebook (`notebooks/{name}.md`) failed on "
+                f"{failure.get('when', '?')}, and no earlier run exists:\n\n"
+                f"{failure.get('error', '?')}\n```")
+    else:
+        state = "not yet executed"
+        note = (f"```{{note}}\nThis chapter is drawn from the executed notebook `{GENERATED_DIR}/{name}.ipynb`, "
+                f"which does not exist on the machine that built this book yet.\n```")
     return f"""{PLACEHOLDER_MARKER}
-# {title} (not yet executed)
+# {title} ({state})
 
-```{{note}}
-This chapter is drawn from the executed notebook `{GENERATED_DIR}/{name}.ipynb`, which does not
-exist on the machine that built this book yet.
-```
+{note}
 
 Run the project's main command from the repository root: it executes every experiment notebook
-with the quick profile (results are cached, so a re-run with the same configuration is fast)
-and rebuilds the book.
+(results are stored, so a re-run with the same configuration only loads them) and rebuilds the
+book.
 
 ```bash
-make main        # = python -m conelib all --profile quick
+make main        # = python -m conelib all
 ```
 
-To execute only this notebook (`notebooks/{name}.ipynb`), then rebuild:
+To execute only this notebook (`notebooks/{name}.md`) into the book, then rebuild:
 
 ```bash
-conelib run {name} --profile quick
+conelib run {name} --book
 conelib book
 ```
 
@@ -338,7 +306,9 @@ def write_placeholders(book_root: Path) -> list[Path]:
             continue
         if page.is_file() and not _is_placeholder(page):
             continue  # someone wrote that page by hand: leave it alone
-        text = _placeholder_text(stem, has_reproduce)
+        marker = book_root / GENERATED_DIR / f"{stem}.failed.json"
+        failure = _read_stamp(marker) if marker.is_file() else None
+        text = _placeholder_text(stem, has_reproduce, failure)
         if not page.is_file() or page.read_text(encoding="utf-8") != text:
             page.parent.mkdir(parents=True, exist_ok=True)
             page.write_text(text, encoding="utf-8")
@@ -369,26 +339,24 @@ def _read_stamp(path: Path) -> dict[str, object]:
     return stamp if isinstance(stamp, dict) else {}
 
 
-def prepare_static(book_root: Path, *, cache: Path | None = None) -> list[Path]:
+def prepare_static(book_root: Path) -> list[Path]:
     """Write the offline assets into ``<book_root>/book/_static/vendor/`` and the placeholders.
 
-    Idempotent, and offline once done: ``vendor/stamp.json`` records what the assets were made
-    from. The Vega script is rewritten only when the installed Altair or vl-convert version
-    differs from the stamp (or the file is missing); MathJax is unpacked only when it is missing
-    or of another asset format, and only then is the npm tarball needed (from the cache, else
-    ``npm pack``).
+    Idempotent and offline: ``vendor/stamp.json`` records what the assets were made from. The
+    Vega script is rewritten only when the installed Altair or vl-convert version differs from
+    the stamp (or the file is missing); MathJax is copied only when it is missing or its package
+    version or the asset format changed.
 
     Args:
         book_root: the folder holding ``_config.yml`` and ``_toc.yml``.
-        cache: where the MathJax npm tarball is cached (default :func:`cache_dir`).
 
     Returns:
         The files written by this call (empty when everything was up to date): the vega script,
         the MathJax entry point (its many auxiliary files are not listed) and placeholders.
 
     Raises:
-        FileNotFoundError: ``book_root`` has no ``_config.yml`` or ``_toc.yml``, or MathJax is
-            needed but neither cached nor obtainable with ``npm``.
+        FileNotFoundError: ``book_root`` has no ``_config.yml`` or ``_toc.yml``, or the MathJax
+            package is not installed.
     """
     book_root = Path(book_root).resolve()
     if not (book_root / "_config.yml").is_file():
@@ -407,10 +375,10 @@ def prepare_static(book_root: Path, *, cache: Path | None = None) -> list[Path]:
 
     mathjax = old.get("mathjax")
     entry = vendor / MATHJAX_ENTRY
-    if not (isinstance(mathjax, dict) and mathjax.get("format") == _ASSET_FORMAT and entry.is_file()):
-        tarball = mathjax_tarball(cache)
-        install_mathjax(tarball, entry.parent)
-        mathjax = {"format": _ASSET_FORMAT, "tarball": tarball.name}
+    want = {"format": _ASSET_FORMAT, "django-static-mathjax": _dist_version("django-static-mathjax")}
+    if mathjax != want or not entry.is_file():
+        install_mathjax(mathjax_source(), entry.parent)
+        mathjax = want
         written.append(entry)
 
     new = {"vega": vega_stamp, "mathjax": mathjax}
@@ -426,7 +394,6 @@ def build_book(
     builder: str = "html",
     strict: bool = False,
     fresh: bool = False,
-    cache: Path | None = None,
 ) -> Path:
     """Prepare the offline assets, then build the book with ``jupyter-book build``.
 
@@ -440,7 +407,6 @@ def build_book(
         builder: one of :data:`BUILDERS`.
         strict: turn Sphinx warnings into errors (``-W --keep-going``).
         fresh: rebuild every page (``--all``), e.g. after the assets changed.
-        cache: MathJax tarball cache (see :func:`prepare_static`).
 
     Returns:
         ``<book_root>/_build/<builder>/index.html``.
@@ -452,7 +418,7 @@ def build_book(
     if builder not in BUILDERS:
         raise ValueError(f"builder={builder!r} is not supported; choose one of {', '.join(map(repr, BUILDERS))}")
     root = Path(book_root).resolve() if book_root is not None else repo_root()
-    prepare_static(root, cache=cache)
+    prepare_static(root)
     cmd = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()", "build", str(root)]
     cmd += ["--builder", builder]
     if strict:

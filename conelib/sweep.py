@@ -79,13 +79,16 @@ import yaml
 
 from conelib.experiments.kernel_dynamics import EXPERIMENT, KernelDynamicsConfig, kernel_dynamics
 from conelib.measures import VERDICTS, check_thresholds, verdict
+from conelib.config import ParameterError, coerce, unknown_names_error
 from conelib.profiles import load_profile, merge
+from conelib.yamlio import load_file
 from conelib.results import (
     config_hash,
     load_result,
     provenance_attrs,
     resolve_root,
     result_path,
+    result_status,
     save_result,
 )
 
@@ -113,7 +116,6 @@ SUMMARY_EXPERIMENT = "sweeps"
 #: integer code of a grid point whose result is not stored (in ``verdict_code``)
 MISSING_CODE = -1
 
-_CONFIG_FIELDS = {f.name: f for f in fields(KernelDynamicsConfig)}
 _VERDICT_PARAMS = {"fraction", "min_phase_two", "smooth", "lazy_tol", "plateau_share"}
 
 
@@ -122,23 +124,14 @@ _VERDICT_PARAMS = {"fraction", "min_phase_two", "smooth", "lazy_tol", "plateau_s
 # --------------------------------------------------------------------------------------------
 
 
-def _coerce(name: str, value: Any) -> Any:
-    """YAML's ``0`` for a float field becomes ``0.0`` (the config hash tells 0 from 0.0); lists become tuples."""
-    ftype = str(_CONFIG_FIELDS[name].type)
-    if ftype == "float" and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, list):
-        return tuple(value)
-    return value
-
-
 @dataclass(frozen=True)
 class Grid:
     """A sweep: a base :class:`KernelDynamicsConfig` and the values of the swept fields.
 
     Attributes:
-        base: every field of the base configuration (a profile, if one was named, already merged).
-        axes: swept field -> its values, in the order given (the summary's dimensions).
+        base: every parameter of the base configuration by name (a profile, if one was named,
+            already merged).
+        axes: swept parameter -> its values, coerced like any parameter (the summary's dimensions).
         results_root: where results are stored (``None``: :func:`conelib.results.default_results_root`).
         source: the grid file, if it came from one.
     """
@@ -151,39 +144,46 @@ class Grid:
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any], *, source: str | None = None) -> Grid:
         """Build and validate a grid from the mapping a grid file holds (see the module docstring)."""
+        where = f"the grid {source}" if source else "the grid"
         if not isinstance(mapping, Mapping):
             raise ValueError(f"a grid must be a mapping with keys {list(GRID_KEYS)}, got {type(mapping).__name__}")
         unknown = sorted(set(mapping) - set(GRID_KEYS))
         if unknown:
-            raise ValueError(f"unknown key(s) {unknown} in the grid{f' {source}' if source else ''}; allowed: {list(GRID_KEYS)}")
-        base = dict(mapping.get("base") or {})
-        if not isinstance(base, dict):
-            raise ValueError("grid key 'base' must be a mapping of KernelDynamicsConfig fields (and optionally 'profile')")
+            raise ValueError(f"unknown key(s) {unknown} in {where}; allowed: {list(GRID_KEYS)}")
+        base = mapping.get("base") or {}
+        if not isinstance(base, Mapping):
+            raise ValueError(f"key 'base' of {where} must be a mapping of parameters (and optionally 'profile')")
+        base = dict(base)
         profile = base.pop("profile", None)
         if profile is not None:
             base = merge(load_profile(profile, EXPERIMENT), base)
-        base = {k: _coerce(k, v) if k in _CONFIG_FIELDS else v for k, v in base.items()}
-        base_cfg = KernelDynamicsConfig.from_mapping(base)  # rejects unknown fields, validates values
+            for key in ("models", "seeds"):  # a profile's lists of runs: a grid sweeps model/seed itself
+                base.pop(key, None)
+        base_cfg = KernelDynamicsConfig.from_mapping(base, where=f"'base' of {where}")
         raw_axes = mapping.get("grid")
         if not isinstance(raw_axes, Mapping) or not raw_axes:
-            raise ValueError("grid key 'grid' must be a non-empty mapping: field -> list of values")
+            raise ValueError(f"key 'grid' of {where} must be a non-empty mapping: parameter -> list of values")
+        params = KernelDynamicsConfig.parameters()
+        unknown = [n for n in raw_axes if n not in params]
+        if unknown:
+            raise unknown_names_error(unknown, params, f"'grid' of {where}")
         axes: dict[str, tuple[Any, ...]] = {}
         for name, values in raw_axes.items():
-            if name not in _CONFIG_FIELDS:
-                raise ValueError(f"grid field {name!r} is not a KernelDynamicsConfig field; allowed: {sorted(_CONFIG_FIELDS)}")
-            if name in KernelDynamicsConfig.RUNTIME_FIELDS:
-                raise ValueError(f"grid field {name!r} says where/how to run, not what is computed (runtime fields "
-                                 f"{list(KernelDynamicsConfig.RUNTIME_FIELDS)}): set it under 'base', do not sweep it")
+            if params[name].runtime:
+                raise ParameterError(name, f"grid parameter {name!r} says where/how to run, not what is computed "
+                                     f"(a runtime parameter): set it under 'base', do not sweep it")
             if not isinstance(values, (list, tuple)) or len(values) == 0:
-                raise ValueError(f"grid field {name!r} must list at least one value, got {values!r}")
-            vals = tuple(_coerce(name, v) for v in values)
+                raise ParameterError(name, f"grid parameter {name!r} must list at least one value, got {values!r}")
+            vals = tuple(coerce(params[name], v) for v in values)
             if len(set(map(repr, vals))) != len(vals):
-                raise ValueError(f"grid field {name!r} lists a value twice: {list(values)}")
+                raise ParameterError(name, f"grid parameter {name!r} lists a value twice: {list(values)}")
             axes[name] = vals
         root = mapping.get("results_root")
         if root is not None and not isinstance(root, (str, os.PathLike)):
-            raise ValueError(f"grid key 'results_root' must be a path or null, got {root!r}")
-        grid = cls(dataclasses.asdict(base_cfg), axes, None if root is None else str(root), source)
+            raise ValueError(f"key 'results_root' of {where} must be a path or null, got {root!r}")
+        if root is not None and source is not None and not Path(root).expanduser().is_absolute():
+            root = Path(source).resolve().parent / root  # relative to the grid file
+        grid = cls(base_cfg.flat(), axes, None if root is None else str(root), source)
         expand_grid(grid)  # every point must be a valid configuration
         return grid
 
@@ -208,8 +208,7 @@ def load_grid(path: str | os.PathLike) -> Grid:
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"grid file not found: {p}")
-    with open(p) as fh:
-        mapping = yaml.safe_load(fh)
+    mapping = load_file(p)
     return Grid.from_mapping(mapping if mapping is not None else {}, source=str(p))
 
 
@@ -232,20 +231,20 @@ def expand_grid(grid: Grid) -> list[GridPoint]:
         coords = dict(zip(names, combo))
         try:
             cfg = KernelDynamicsConfig.from_mapping({**grid.base, **coords})
-        except ValueError as err:
-            raise ValueError(f"grid point {coords} is not a valid configuration: {err}") from None
+        except ParameterError as err:
+            raise ParameterError(err.name, f"grid point {coords} is not a valid configuration: {err}") from None
         points.append(GridPoint(coords, cfg))
     return points
 
 
 def _root(grid: Grid, results_root: str | os.PathLike | None) -> Path:
-    return resolve_root(results_root if results_root is not None else grid.results_root).resolve()
+    return resolve_root(results_root if results_root is not None else grid.results_root)
 
 
 def pending(grid: Grid, results_root: str | os.PathLike | None = None) -> list[GridPoint]:
     """The grid points whose result is not stored yet (what a sweep would submit)."""
     root = _root(grid, results_root)
-    return [p for p in expand_grid(grid) if not result_path(EXPERIMENT, p.config.identity(), root).exists()]
+    return [p for p in expand_grid(grid) if result_status(result_path(EXPERIMENT, p.config.identity(), root)) != "ok"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -298,6 +297,7 @@ class SweepReport:
     results_root: Path
     total: int
     skipped: list[dict[str, Any]] = field(default_factory=list)
+    unreadable: list[dict[str, Any]] = field(default_factory=list)
     completed: list[dict[str, Any]] = field(default_factory=list)
     failed: list[JobFailure] = field(default_factory=list)
     wall_seconds: float = 0.0
@@ -318,7 +318,8 @@ class SweepReport:
         lines = [
             f"sweep {self.grid.source or '<grid>'} (grid {self.grid.hash}): {self.total} configurations over {axes}",
             f"  already stored: {len(self.skipped)}, computed now: {len(self.completed)}, failed: {len(self.failed)}"
-            f"  ({self.wall_seconds:.0f} s on {self.cluster or 'no cluster'})",
+            + (f" (recomputed because unreadable: {len(self.unreadable)})" if self.unreadable else "")
+            + f"  ({self.wall_seconds:.0f} s on {self.cluster or 'no cluster'})",
             f"  results: {self.results_root}",
         ]
         if self.failed:
@@ -390,9 +391,12 @@ def run_sweep(
     report = SweepReport(grid=grid, results_root=root, total=len(points))
     todo = []
     for p in points:
-        if result_path(EXPERIMENT, p.config.identity(), root).exists():
+        status = result_status(result_path(EXPERIMENT, p.config.identity(), root))
+        if status == "ok":
             report.skipped.append(p.coords)
-        else:
+        else:  # missing, or unreadable / changed: the job recomputes it (with a warning)
+            if status != "missing":
+                report.unreadable.append(p.coords)
             todo.append(p)
     t0 = time.perf_counter()
     if todo:
@@ -410,7 +414,7 @@ def run_sweep(
             futures = {}
             for p in todo:
                 h = config_hash(p.config.identity())
-                fut = client.submit(_run_job, dataclasses.asdict(p.config), str(root), torch_threads,
+                fut = client.submit(_run_job, p.config.flat(), str(root), torch_threads,
                                     key=f"kernel_dynamics-{h}", pure=False, retries=int(retries))
                 futures[fut] = (p, h)
             bar = tqdm(total=len(futures), desc=f"sweep {grid.hash}", unit="run", disable=not progress)
@@ -524,7 +528,12 @@ def summarize(
         path = result_path(EXPERIMENT, p.config.identity(), root)
         if not path.exists():
             continue
-        ds = load_result(path)
+        try:
+            ds = load_result(path)
+        except (OSError, ValueError) as err:  # unreadable or changed: counts as missing
+            warnings.warn(f"stored run {path} at {p.coords} is not usable and counts as missing: {err}",
+                          RuntimeWarning, stacklevel=2)
+            continue
         try:
             v = verdict(ds, **verdict_kwargs)
         except ValueError as err:  # a stored run the measures cannot read stays "missing", with a warning

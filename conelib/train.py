@@ -42,11 +42,10 @@ from torch import nn
 from tqdm import tqdm
 
 from conelib.atomic import atomic_write
+from conelib.config import Config, ParameterError, param
 
 __all__ = [
     "TrainConfig",
-    "PRESETS",
-    "preset",
     "BatchOrder",
     "TrainingDivergedError",
     "TrainHistory",
@@ -91,8 +90,23 @@ def _is_real(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
-@dataclass(frozen=True)
-class TrainConfig:
+def _finite(lo: float | None = None, lo_open: bool = False) -> Callable[[float], bool]:
+    def ok(v: float) -> bool:
+        if not math.isfinite(v):
+            return False
+        if lo is None:
+            return True
+        return v > lo if lo_open else v >= lo
+
+    return ok
+
+
+def _increasing(ms: tuple[int, ...]) -> bool:
+    return all(m >= 1 for m in ms) and all(b > a for a, b in zip(ms, ms[1:]))
+
+
+@dataclass(frozen=True, init=False)
+class TrainConfig(Config):
     """Hyperparameters of one SGD run (open_lth style, Frankle et al. 2020).
 
     The learning rate at step ``t`` (the rate of the update ``theta_t -> theta_{t+1}``) is::
@@ -102,86 +116,36 @@ class TrainConfig:
     i.e. a linear warm-up from 0 (open_lth's ``LambdaLR(lambda it: min(1, it / warmup))``) times
     a ``MultiStepLR`` decay.  With ``warmup_steps = 0`` the warm-up factor is 1.
 
-    Attributes:
-        steps: total number of optimizer steps ``T`` (>= 0).
-        batch_size: examples per step (>= 1).
-        lr: peak learning rate (> 0).
-        momentum: heavy-ball momentum ``mu`` in [0, 1).
-        weight_decay: L2 coefficient added to the gradient (>= 0), as in ``torch.optim.SGD``.
-        nesterov: Nesterov momentum (requires ``momentum > 0``).
-        warmup_steps: length of the linear warm-up (>= 0).
-        milestones: strictly increasing steps (>= 1) at which ``lr *= gamma``; milestones
-            beyond ``steps`` are allowed and simply never reached.
-        gamma: decay factor (> 0).
-        augment: data augmentation; ``None`` defers to the data object's ``augment`` flag.
-        seed: seed of the data order, the augmentation and the model's RNG (>= 0).
+    The defaults are open_lth's MNIST recipe (``mnist_lenet_300_100``: plain SGD, lr 0.1, batch
+    128, no momentum, no weight decay); the CIFAR-10 recipe (momentum 0.9, weight decay 1e-4,
+    lr / 10 at 80 and 120 epochs) is the ``paper`` profile. Every field is a parameter
+    (:mod:`conelib.config`): set it by name from any entry point.
     """
 
-    steps: int
-    batch_size: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    nesterov: bool = False
-    warmup_steps: int = 0
-    milestones: tuple[int, ...] = ()
-    gamma: float = 0.1
-    augment: bool | None = None
-    seed: int = 0
+    LABEL = "the training (TrainConfig)"
+
+    steps: int = param(1000, "total number of SGD steps T", check=lambda v: v >= 0, allowed="an integer >= 0")
+    batch_size: int = param(128, "examples per SGD step", check=lambda v: v >= 1, allowed="an integer >= 1")
+    lr: float = param(0.1, "peak learning rate", check=_finite(0.0, lo_open=True), allowed="a finite number > 0")
+    momentum: float = param(0.0, "heavy-ball momentum mu", check=lambda v: 0 <= v < 1, allowed="a number in [0, 1)")
+    weight_decay: float = param(0.0, "L2 coefficient added to the gradient (torch.optim.SGD's weight_decay)",
+                                check=_finite(0.0), allowed="a finite number >= 0")
+    nesterov: bool = param(False, "Nesterov momentum (needs momentum > 0)")
+    warmup_steps: int = param(0, "length of the linear learning-rate warm-up", check=lambda v: v >= 0,
+                              allowed="an integer >= 0")
+    milestones: tuple[int, ...] = param((), "steps at which lr *= gamma", check=_increasing,
+                                        allowed="a list of strictly increasing integers >= 1")
+    gamma: float = param(0.1, "learning-rate decay factor at each milestone", check=_finite(0.0, lo_open=True),
+                         allowed="a finite number > 0")
+    augment: bool | None = param(None, "data augmentation (random crop 4 + flip); None: the dataset's default "
+                                       "(on for cifar10 only)")
+    seed: int = param(0, "seed of the initialisation, the data split, the probe set and the data order",
+                      check=lambda v: v >= 0, allowed="an integer >= 0")
 
     def __post_init__(self) -> None:
-        def bad(name: str, allowed: str) -> ValueError:
-            return ValueError(f"TrainConfig.{name} must be {allowed}; got {getattr(self, name)!r}")
-
-        if not _is_int(self.steps) or self.steps < 0:
-            raise bad("steps", "an integer >= 0")
-        if not _is_int(self.batch_size) or self.batch_size < 1:
-            raise bad("batch_size", "an integer >= 1")
-        if not _is_real(self.lr) or not math.isfinite(self.lr) or self.lr <= 0:
-            raise bad("lr", "a finite number > 0")
-        if not _is_real(self.momentum) or not 0 <= self.momentum < 1:
-            raise bad("momentum", "a number in [0, 1)")
-        if (
-            not _is_real(self.weight_decay)
-            or not math.isfinite(self.weight_decay)
-            or self.weight_decay < 0
-        ):
-            raise bad("weight_decay", "a finite number >= 0")
-        if not isinstance(self.nesterov, (bool, np.bool_)):
-            raise bad("nesterov", "True or False")
         if self.nesterov and self.momentum == 0:
-            raise ValueError(
-                "TrainConfig.nesterov=True requires momentum > 0 (as torch.optim.SGD does); "
-                f"got momentum={self.momentum!r}"
-            )
-        if not _is_int(self.warmup_steps) or self.warmup_steps < 0:
-            raise bad("warmup_steps", "an integer >= 0")
-        if isinstance(self.milestones, (str, bytes)) or not isinstance(self.milestones, Sequence):
-            raise bad("milestones", "a sequence of strictly increasing integers >= 1")
-        milestones = tuple(self.milestones)
-        if any(not _is_int(m) or m < 1 for m in milestones) or any(
-            b <= a for a, b in zip(milestones, milestones[1:])
-        ):
-            raise bad("milestones", "a sequence of strictly increasing integers >= 1")
-        if not _is_real(self.gamma) or not math.isfinite(self.gamma) or self.gamma <= 0:
-            raise bad("gamma", "a finite number > 0")
-        if self.augment is not None and not isinstance(self.augment, (bool, np.bool_)):
-            raise bad("augment", "True, False or None (None: use the data's augment flag)")
-        if not _is_int(self.seed) or self.seed < 0:
-            raise bad("seed", "an integer >= 0")
-        # Normalise to plain Python types so that to_dict() is JSON-able and hashing is stable.
-        set_ = object.__setattr__
-        set_(self, "steps", int(self.steps))
-        set_(self, "batch_size", int(self.batch_size))
-        set_(self, "lr", float(self.lr))
-        set_(self, "momentum", float(self.momentum))
-        set_(self, "weight_decay", float(self.weight_decay))
-        set_(self, "nesterov", bool(self.nesterov))
-        set_(self, "warmup_steps", int(self.warmup_steps))
-        set_(self, "milestones", tuple(int(m) for m in milestones))
-        set_(self, "gamma", float(self.gamma))
-        set_(self, "augment", None if self.augment is None else bool(self.augment))
-        set_(self, "seed", int(self.seed))
+            raise ParameterError("nesterov", "parameter 'nesterov' = True requires momentum > 0 (as torch.optim.SGD "
+                                 f"does); got momentum={self.momentum!r}")
 
     def to_dict(self) -> dict:
         """The configuration as a JSON-able dict (``milestones`` as a list)."""
@@ -192,14 +156,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
         """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``."""
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(d) - set(names))
-        if unknown:
-            raise ValueError(f"unknown TrainConfig field(s) {unknown}; allowed: {names}")
-        d = dict(d)
-        if "milestones" in d and d["milestones"] is not None:
-            d["milestones"] = tuple(d["milestones"])
-        return cls(**d)
+        return cls.from_mapping(d)
 
     def lr_at(self, step: int) -> float:
         """Learning rate of the update ``theta_step -> theta_{step+1}`` (closed form above)."""
@@ -211,78 +168,16 @@ class TrainConfig:
         return self.lr * factor * self.gamma ** bisect.bisect_right(self.milestones, step)
 
 
-def _open_lth_iterations_per_epoch(num_train: int, batch_size: int) -> int:
-    """open_lth's ``iterations_per_epoch`` (datasets/registry.py): ``ceil(num_train / batch)``."""
-    return math.ceil(num_train / batch_size)
-
-
-_CIFAR10_EP = _open_lth_iterations_per_epoch(50_000, 128)  # 391
-_MNIST_EP = _open_lth_iterations_per_epoch(60_000, 128)  # 469
-
-_CIFAR_RECIPE = dict(
-    steps=160 * _CIFAR10_EP,  # '160ep' = 62,560 it (Frankle et al. 2020 round it to 63K)
-    batch_size=128,
-    lr=0.1,
-    momentum=0.9,
-    weight_decay=1e-4,
-    milestones=(80 * _CIFAR10_EP, 120 * _CIFAR10_EP),  # '80ep,120ep' = 31,280 / 46,920 it
-    gamma=0.1,
-)
-_MNIST_RECIPE = dict(
-    steps=40 * _MNIST_EP,  # '40ep' = 18,760 it
-    batch_size=128,
-    lr=0.1,
-    momentum=0.0,
-    weight_decay=0.0,
-)
-
-#: open_lth default recipes (facebookresearch/open_lth, ``models/*.py`` ``default_hparams``),
-#: with open_lth's epoch -> iteration conversion ``ceil(N / batch_size)`` per epoch.
-#: ``augment=None`` everywhere: as in open_lth, augmentation is a property of the dataset
-#: (random crop + flip on CIFAR-10, none on MNIST).
-#:
-#: * ``open_lth_resnet20`` / ``open_lth_vgg16`` (``cifar_resnet_20``, ``cifar_vgg_16``): SGD,
-#:   momentum 0.9, lr 0.1, batch 128, weight decay 1e-4, 160 epochs, lr / 10 at epochs 80 and
-#:   120.  open_lth's ``cifar_vgg_16`` defaults have *no* warm-up (the warm-up variants of
-#:   Frankle et al. 2020 are separate runs): pass ``warmup_steps=`` to :func:`preset` for them.
-#: * ``open_lth_lenet_300_100`` (``mnist_lenet_300_100``): plain SGD, lr 0.1, batch 128,
-#:   40 epochs, no momentum, no weight decay, no schedule.
-#: * ``open_lth_lenet5``: open_lth has no LeNet-5; this uses the LeNet-300-100 MNIST recipe.
-#:
-#: The paper's figures run ``T = 10**4`` steps: ``preset(name, steps=10_000)``.
-PRESETS: dict[str, TrainConfig] = {
-    "open_lth_resnet20": TrainConfig(**_CIFAR_RECIPE),
-    "open_lth_vgg16": TrainConfig(**_CIFAR_RECIPE),
-    "open_lth_lenet_300_100": TrainConfig(**_MNIST_RECIPE),
-    "open_lth_lenet5": TrainConfig(**_MNIST_RECIPE),
-}
-
-
-def preset(name: str, **overrides: Any) -> TrainConfig:
-    """A copy of ``PRESETS[name]`` with ``overrides`` applied (``dataclasses.replace``).
-
-    Example:
-        >>> preset("open_lth_resnet20", steps=10_000).milestones
-        (31280, 46920)
-    """
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset name {name!r}; allowed: {sorted(PRESETS)}")
-    names = [f.name for f in dataclasses.fields(TrainConfig)]
-    unknown = sorted(set(overrides) - set(names))
-    if unknown:
-        raise ValueError(f"unknown TrainConfig field(s) {unknown} in overrides; allowed: {names}")
-    return dataclasses.replace(PRESETS[name], **overrides)
-
-
-def make_optimizer(params: Any, config: TrainConfig) -> torch.optim.SGD:
-    """``torch.optim.SGD`` with ``config``'s lr, momentum, weight decay and Nesterov flag."""
+def make_optimizer(params: Any, config: TrainConfig, *, builtin_decay: bool = True) -> torch.optim.SGD:
+    """``torch.optim.SGD`` with ``config``'s lr, momentum, weight decay and Nesterov flag
+    (``builtin_decay=False``: weight decay 0, for a caller that adds its own decay term)."""
     if not isinstance(config, TrainConfig):
         raise ValueError(f"config must be a TrainConfig; got {type(config).__name__}")
     return torch.optim.SGD(
         params,
         lr=config.lr,
         momentum=config.momentum,
-        weight_decay=config.weight_decay,
+        weight_decay=config.weight_decay if builtin_decay else 0.0,
         nesterov=config.nesterov,
     )
 
@@ -675,6 +570,7 @@ def train(
     eval_train_max: int | None = 2048,
     progress: bool = True,
     desc: str | None = None,
+    decay_center: Sequence[torch.Tensor] | None = None,
 ) -> TrainHistory:
     """Train ``model`` in place with mini-batch SGD on cross-entropy.
 
@@ -708,6 +604,10 @@ def train(
             many training examples (``None``: all of them).
         progress: show a text ``tqdm`` bar with the current loss.
         desc: the bar's label.
+        decay_center: where weight decay pulls the parameters, one tensor per trainable
+            parameter (``None``: towards 0, ``torch.optim.SGD``'s own decay). With centres
+            :math:`c`, the decay term added to the gradient is ``weight_decay * (theta - c)``
+            instead of ``weight_decay * theta``; momentum and the rest of the update are unchanged.
 
     Returns:
         The :class:`TrainHistory` of the snapshots in ``[start_step, T]``.
@@ -762,9 +662,18 @@ def train(
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("model has no trainable parameters (requires_grad=True)")
-    optimizer = make_optimizer(params, config)
+    centers: list[torch.Tensor] | None = None
+    if decay_center is not None:
+        centers = [c.detach().to(device=p.device, dtype=p.dtype) for p, c in zip(params, decay_center)]
+        if len(centers) != len(params) or any(c.shape != p.shape for p, c in zip(params, centers)):
+            raise ValueError("decay_center must hold one tensor per trainable parameter, of its shape, in "
+                             "model.parameters() order")
+    optimizer = make_optimizer(params, config, builtin_decay=centers is None)
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
+        if centers is not None:
+            for group in optimizer.param_groups:
+                group["weight_decay"] = 0.0  # the state's hyperparameters must not bring it back
 
     order = BatchOrder(len(x_train), config.batch_size, config.seed)
     history = TrainHistory()
@@ -844,6 +753,10 @@ def train(
                 check_pending(bar)  # on CPU: before the update, so the model stays finite
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if centers is not None and config.weight_decay:
+                with torch.no_grad():
+                    for p, c in zip(params, centers):
+                        p.grad.add_(p - c, alpha=config.weight_decay)
             optimizer.step()
             bar.update(1)
             at_step(t + 1, bar)

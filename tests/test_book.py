@@ -177,91 +177,67 @@ console.log(out);
     assert kinds[4] == "taken by another script"
 
 
-def _tarball(path: Path, files: dict[str, bytes]) -> Path:
-    with tarfile.open(path, "w:gz") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return path
+def _mathjax_tree(base: Path, files: dict[str, bytes]) -> Path:
+    """A stand-in for the package's ``static/mathjax`` folder; returns its ``es5/``."""
+    for name, data in files.items():
+        (base / name).parent.mkdir(parents=True, exist_ok=True)
+        (base / name).write_bytes(data)
+    return base / "es5"
 
 
 def test_install_mathjax_keeps_only_the_needed_parts(tmp_path):
-    tgz = _tarball(
-        tmp_path / "mathjax-3.9.9.tgz",
-        {
-            "package/LICENSE": b"licence",
-            "package/es5/tex-mml-chtml.js": b"entry",
-            "package/es5/output/chtml/fonts/woff-v2/MathJax_Zero.woff": b"font",
-            "package/es5/input/tex/extensions/ams.js": b"ams",
-            "package/es5/tex-svg.js": b"another combined component",
-            "package/es5/../../escape.js": b"must not be written",
-            "package/package.json": b"{}",
-        },
-    )
+    es5 = _mathjax_tree(tmp_path / "pkg", {
+        "LICENSE": b"licence",
+        "es5/tex-mml-chtml.js": b"entry",
+        "es5/output/chtml/fonts/woff-v2/MathJax_Zero.woff": b"font",
+        "es5/input/tex/extensions/ams.js": b"ams",
+        "es5/tex-svg.js": b"another combined component",
+        "ts/core.ts": b"sources",
+        "package.json": b"{}",
+    })
     dest = tmp_path / "out" / "mathjax"
     dest.mkdir(parents=True)
     (dest / "stale.js").write_text("old")
-    written = book.install_mathjax(tgz, dest)
+    written = book.install_mathjax(es5, dest)
     got = {p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()}
-    want = {
-        "LICENSE",
-        "tex-mml-chtml.js",
-        "output/chtml/fonts/woff-v2/MathJax_Zero.woff",
-        "input/tex/extensions/ams.js",
-    }
+    want = {"LICENSE", "tex-mml-chtml.js", "output/chtml/fonts/woff-v2/MathJax_Zero.woff", "input/tex/extensions/ams.js"}
     assert got == want
     assert {p.relative_to(dest).as_posix() for p in written} == want
     assert (dest / "tex-mml-chtml.js").read_bytes() == b"entry"
-    assert not (tmp_path / "escape.js").exists()
 
 
-def test_install_mathjax_rejects_a_tarball_without_the_entry_point(tmp_path):
-    tgz = _tarball(tmp_path / "mathjax-3.0.0.tgz", {"package/es5/input/tex.js": b"x"})
+def test_install_mathjax_rejects_a_folder_without_the_entry_point(tmp_path):
+    es5 = _mathjax_tree(tmp_path / "pkg", {"es5/input/tex.js": b"x"})
     with pytest.raises(RuntimeError, match="tex-mml-chtml.js"):
-        book.install_mathjax(tgz, tmp_path / "mathjax")
+        book.install_mathjax(es5, tmp_path / "mathjax")
 
 
-def test_mathjax_tarball_prefers_the_newest_cached_one(tmp_path, monkeypatch):
-    for name in ("mathjax-3.2.2.tgz", "mathjax-3.10.0.tgz", "mathjax-3.9.1.tgz"):
-        (tmp_path / name).write_bytes(b"")
-    monkeypatch.setenv("PATH", str(tmp_path / "no-bin"))  # npm must not be needed
-    assert book.mathjax_tarball(tmp_path).name == "mathjax-3.10.0.tgz"
+def test_mathjax_comes_from_the_installed_package():
+    es5 = book.mathjax_source()
+    assert (es5 / "tex-mml-chtml.js").is_file() and (es5 / "output" / "chtml").is_dir()
+    assert "MathJax" in (es5 / "tex-mml-chtml.js").read_text(encoding="utf-8", errors="replace")
 
 
-def test_mathjax_without_npm_or_cache_is_a_clear_error(tmp_path, monkeypatch):
-    monkeypatch.setenv("PATH", str(tmp_path / "no-bin"))
-    with pytest.raises(FileNotFoundError, match=r"npm.*PATH"):
-        book.mathjax_tarball(tmp_path / "empty-cache")
-
-
-def test_prepare_static_is_idempotent_and_offline_once_done(tmp_path, monkeypatch):
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    _tarball(cache / "mathjax-3.0.1.tgz", {"package/es5/tex-mml-chtml.js": b"entry"})
+def test_prepare_static_is_idempotent_and_offline(tmp_path, monkeypatch):
     root = tmp_path / "root"
     root.mkdir()
     (root / "_config.yml").write_text("title: t\n")
     (root / "_toc.yml").write_text("format: jb-book\nroot: intro\n")
     vendor = root / book.VENDOR_DIR
+    monkeypatch.setenv("PATH", str(tmp_path / "no-bin"))  # no npm, no network tool is needed
 
-    written = book.prepare_static(root, cache=cache)
+    written = book.prepare_static(root)
     assert set(written) == {vendor / book.VEGA_SCRIPT, vendor / book.MATHJAX_ENTRY}
-    assert (vendor / book.MATHJAX_ENTRY).read_bytes() == b"entry"
-
-    shutil.rmtree(cache)  # no cache ...
-    monkeypatch.setenv("PATH", str(tmp_path / "no-bin"))  # ... and no npm: nothing needed
-    assert book.prepare_static(root, cache=cache) == []
+    assert (vendor / book.MATHJAX_ENTRY).read_bytes() == (book.mathjax_source() / "tex-mml-chtml.js").read_bytes()
+    assert book.prepare_static(root) == []
 
     stamp_path = vendor / "stamp.json"
     stamp = json.loads(stamp_path.read_text())
     stamp["vega"]["altair"] = "0.0.0"  # as if Altair had been upgraded since
     stamp_path.write_text(json.dumps(stamp))
-    assert book.prepare_static(root, cache=cache) == [vendor / book.VEGA_SCRIPT]
-
-    (vendor / book.MATHJAX_ENTRY).unlink()  # MathJax must be unpacked again: needs the tarball
-    with pytest.raises(FileNotFoundError, match="npm"):
-        book.prepare_static(root, cache=cache)
+    assert book.prepare_static(root) == [vendor / book.VEGA_SCRIPT]
+    (vendor / book.MATHJAX_ENTRY).unlink()  # MathJax is copied again from the package
+    assert book.prepare_static(root) == [vendor / book.MATHJAX_ENTRY]
 
 
 def test_placeholders_follow_the_executed_notebooks(tmp_path):
@@ -275,7 +251,7 @@ def test_placeholders_follow_the_executed_notebooks(tmp_path):
     assert sorted(p.name for p in written) == ["alpha.md", "beta.md"]
     alpha = (gen / "alpha.md").read_text()
     assert alpha.startswith(book.PLACEHOLDER_MARKER)
-    assert "notebooks/alpha.ipynb" in alpha and "not yet executed" in alpha
+    assert "notebooks/alpha.md" in alpha and "not yet executed" in alpha
     assert not (tmp_path / "book" / "background.md").exists()  # only generated entries
     assert book.write_placeholders(tmp_path) == []  # idempotent
 

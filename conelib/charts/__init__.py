@@ -12,6 +12,7 @@ from conelib.charts.kernel_dynamics import (
     kernel_dynamics_chart,
     kernel_velocity_chart,
     training_curves_chart,
+    velocity_and_fit_chart,
 )
 
 __all__ = [
@@ -22,10 +23,11 @@ __all__ = [
     "kernel_dynamics_chart",
     "kernel_velocity_chart",
     "training_curves_chart",
+    "velocity_and_fit_chart",
 ]
-from conelib.charts.switching import switching_chart, switching_summary
+from conelib.charts.switching import switching_chart, switching_gain_chart, switching_summary
 
-__all__ += ["switching_chart", "switching_summary"]
+__all__ += ["switching_chart", "switching_gain_chart", "switching_summary"]
 from conelib.charts.sweep import counterexample_chart, sweep_chart, sweep_measures_chart, sweep_verdict_chart
 
 __all__ += ["counterexample_chart", "sweep_chart", "sweep_measures_chart", "sweep_verdict_chart"]

@@ -3,6 +3,10 @@
 Charts are always redrawn from a Dataset, never by retraining. Interactions: hover tooltips, a
 legend click isolates one ``tau`` / ``dt`` / switching step (shift-click for several), and a brush over
 steps in panel (b) highlights the same steps in panels (a) and (c).
+
+Every chart takes one run, or several seeds of one configuration stacked along a ``seed``
+dimension (:func:`conelib.summaries.stack_seeds`): then each seed is its own line (same colour,
+one line per seed), and the tooltips name the seed.
 """
 
 from __future__ import annotations
@@ -14,16 +18,26 @@ import xarray as xr
 from conelib.charts.common import LEGEND, PANEL_H, PANEL_W, _step_axis, _tidy
 
 
+def _seeds(df: pd.DataFrame, tooltip: list) -> dict:
+    """Extra encodings when the frame holds several seeds: one line per seed, seed in the tooltip."""
+    if "seed" not in df:
+        return {}
+    tooltip.insert(0, alt.Tooltip("seed:O"))
+    return {"detail": alt.Detail("seed:O")}
+
+
 def distance_to_reference_chart(ds: xr.Dataset, brush: alt.Parameter | None = None) -> alt.Chart:
-    """Panel (a): :math:`S(\\theta_t, \\theta_\\tau)` against ``t``, one line per ``tau``."""
+    """Panel (a): :math:`S(\\theta_t, \\theta_\\tau)` against ``t``, one line per ``tau`` (and seed)."""
     df = _tidy(ds["dist_to_ref"], "S")
     pick = alt.selection_point(fields=["ref_step"], bind="legend", name="pick_tau")
-    base = alt.Chart(df).mark_line(point=alt.OverlayMarkDef(size=12)).encode(
+    tooltip = [alt.Tooltip("ref_step:O", title="τ"), alt.Tooltip("step:Q", title="t"), alt.Tooltip("S:Q", format=".4f")]
+    extra = _seeds(df, tooltip)
+    base = alt.Chart(df).mark_line(point=alt.OverlayMarkDef(size=10), strokeWidth=1.2).encode(
         x=_step_axis(),
         y=alt.Y("S:Q", title="S(θ_t, θ_τ)"),
         color=alt.Color("ref_step:O", title="τ", scale=alt.Scale(scheme="viridis"), legend=LEGEND),
         opacity=alt.condition(pick, alt.value(1.0), alt.value(0.12)),
-        tooltip=[alt.Tooltip("ref_step:O", title="τ"), alt.Tooltip("step:Q", title="t"), alt.Tooltip("S:Q", format=".4f")],
+        tooltip=tooltip, **extra,
     ).add_params(pick)
     rules = alt.Chart(pd.DataFrame({"ref_step": ds["ref_step"].values})).mark_rule(strokeDash=[3, 3], color="gray").encode(
         x="ref_step:Q")
@@ -33,16 +47,22 @@ def distance_to_reference_chart(ds: xr.Dataset, brush: alt.Parameter | None = No
     return alt.layer(*layers).properties(title="(a) distance to a reference step", width=PANEL_W, height=PANEL_H)
 
 
-def adjacent_distance_chart(ds: xr.Dataset, brush: alt.Parameter | None = None) -> alt.Chart:
-    """Panel (b): :math:`S(\\theta_t, \\theta_{t+dt})` against ``t``, one line per ``dt``; holds the step brush."""
+def adjacent_distance_chart(ds: xr.Dataset, brush: alt.Parameter | None = None, *, log: bool = False) -> alt.Chart:
+    """Panel (b): :math:`S(\\theta_t, \\theta_{t+dt})` against ``t``, one line per ``dt`` (and seed);
+    holds the step brush. ``log``: a log scale, on which a Phase II floor of 1e-4 and a Phase I
+    peak of 1e-2 are both readable."""
     df = _tidy(ds["adjacent_distance"], "S")
+    if log:
+        df = df[df["S"] > 0]
     pick = alt.selection_point(fields=["dt"], bind="legend", name="pick_dt")
-    chart = alt.Chart(df).mark_line(point=alt.OverlayMarkDef(size=12)).encode(
+    tooltip = [alt.Tooltip("dt:O"), alt.Tooltip("step:Q", title="t"), alt.Tooltip("S:Q", format=".2e")]
+    extra = _seeds(df, tooltip)
+    chart = alt.Chart(df).mark_line(point=alt.OverlayMarkDef(size=10), strokeWidth=1.2).encode(
         x=_step_axis(),
-        y=alt.Y("S:Q", title="S(θ_t, θ_{t+dt})"),
+        y=alt.Y("S:Q", title="S(θ_t, θ_{t+dt})", scale=alt.Scale(type="log") if log else alt.Undefined),
         color=alt.Color("dt:O", title="dt", scale=alt.Scale(scheme="plasma"), legend=LEGEND),
         opacity=alt.condition(pick, alt.value(1.0), alt.value(0.12)),
-        tooltip=[alt.Tooltip("dt:O"), alt.Tooltip("step:Q", title="t"), alt.Tooltip("S:Q", format=".4f")],
+        tooltip=tooltip, **extra,
     ).add_params(pick)
     if brush is not None:
         chart = chart.add_params(brush)
@@ -50,7 +70,12 @@ def adjacent_distance_chart(ds: xr.Dataset, brush: alt.Parameter | None = None) 
 
 
 def cone_chart(ds: xr.Dataset, brush: alt.Parameter | None = None) -> alt.Chart:
-    """Panel (c): the trajectory of kernels in 2-D (classical MDS), H(0) marked, colour by step."""
+    """Panel (c): the trajectory of kernels in 2-D (classical MDS), H(0) marked, colour by step
+    (for several seeds: the first seed's; each run's embedding has its own axes)."""
+    seed_note = ""
+    if "seed" in ds.dims:
+        seed_note = f"seed {int(ds['seed'].values[0])}; "
+        ds = ds.isel(seed=0)
     df = pd.DataFrame({"step": ds["step"].values, "x": ds["cone_x"].values, "y": ds["cone_y"].values,
                        "S0": ds["dist_to_init"].values})
     line = alt.Chart(df).mark_line(color="lightgray", strokeWidth=1).encode(x="x:Q", y="y:Q", order="step:Q")
@@ -65,7 +90,7 @@ def cone_chart(ds: xr.Dataset, brush: alt.Parameter | None = None) -> alt.Chart:
     origin = alt.Chart(df.iloc[:1]).mark_point(shape="diamond", size=140, color="black", filled=True).encode(
         x="x:Q", y="y:Q", tooltip=[alt.Tooltip("step:Q", title="H(0) at step")])
     fid = ds.attrs.get("embedding_fidelity")
-    sub = f"2-D keeps {float(fid):.0%} of the variance" if fid is not None else ""
+    sub = seed_note + (f"2-D keeps {float(fid):.0%} of the variance" if fid is not None and not seed_note else "")
     return alt.layer(line, pts, origin).properties(
         title=alt.TitleParams("(c) the kernels' trajectory (◆ = H(0))", subtitle=sub), width=PANEL_W, height=PANEL_H)
 
@@ -77,10 +102,10 @@ def _brush_band(brush: alt.Parameter) -> alt.Chart:
         lo=f"{brush.name}.step ? {brush.name}.step[0] : 0", hi=f"{brush.name}.step ? {brush.name}.step[1] : 0")
 
 
-def kernel_dynamics_chart(ds: xr.Dataset) -> alt.VConcatChart:
+def kernel_dynamics_chart(ds: xr.Dataset, *, log: bool = False) -> alt.VConcatChart:
     """The paper's Figure 1 as three linked interactive panels: (a) | (b) above (c)."""
     brush = alt.selection_interval(encodings=["x"], name="steps")
-    top = alt.hconcat(distance_to_reference_chart(ds, brush), adjacent_distance_chart(ds, brush)).resolve_scale(
+    top = alt.hconcat(distance_to_reference_chart(ds, brush), adjacent_distance_chart(ds, brush, log=log)).resolve_scale(
         color="independent").resolve_legend(color="independent")
     return alt.vconcat(top, cone_chart(ds, brush)).resolve_scale(color="independent").resolve_legend(
         color="independent")
@@ -120,3 +145,47 @@ def kernel_velocity_chart(ds: xr.Dataset, phase_end: int | None = None) -> alt.C
             x="step:Q", tooltip=[alt.Tooltip("step:Q", title="end of Phase I")])
         chart = alt.layer(chart, rule)
     return chart.properties(title="kernel velocity", width=PANEL_W, height=PANEL_H)
+
+
+def velocity_and_fit_chart(ds: xr.Dataset, phase_ends: dict[int, int | None] | None = None,
+                           fit_steps: dict[int, int | None] | None = None) -> alt.VConcatChart:
+    """The kernel velocity (smallest ``dt``, log scale) above the training accuracy and loss, on one
+    step axis, one line per seed; red rules: the end of Phase I, green rules: the step at which the
+    training subset is first fit (both per seed; tooltips say which seed).
+
+    Answers at a glance whether the end of Phase I coincides with memorising the training set.
+    """
+    dt = int(ds["dt"].min())
+    vel = _tidy(ds["velocity"].sel(dt=dt, drop=True), "v")
+    vel = vel[vel["v"] > 0]
+    seeds_in = "seed" in vel
+    seed_enc = {"detail": alt.Detail("seed:O")} if seeds_in else {}
+    tip_seed = [alt.Tooltip("seed:O")] if seeds_in else []
+    v_chart = alt.Chart(vel).mark_line(color="#6a3d9a", strokeWidth=1.2).encode(
+        x=_step_axis(), y=alt.Y("v:Q", title=f"v(t), dt = {dt} (per step)", scale=alt.Scale(type="log")),
+        tooltip=[*tip_seed, "step:Q", alt.Tooltip("v:Q", format=".2e")], **seed_enc,
+    ).properties(width=2 * PANEL_W, height=150, title="kernel velocity, training accuracy and loss")
+    rows = []
+    for name, label in (("train_acc", "train accuracy"), ("train_loss", "train loss")):
+        df = _tidy(ds[name], "value")
+        df["metric"] = label
+        rows.append(df)
+    curves = pd.concat(rows, ignore_index=True)
+    acc = alt.Chart(curves[curves["metric"] == "train accuracy"]).mark_line(color="#1f78b4", strokeWidth=1.2).encode(
+        x=_step_axis(), y=alt.Y("value:Q", title="train accuracy", scale=alt.Scale(zero=False)),
+        tooltip=[*tip_seed, "step:Q", alt.Tooltip("value:Q", format=".4f")], **seed_enc,
+    ).properties(width=2 * PANEL_W, height=120)
+    loss = alt.Chart(curves[(curves["metric"] == "train loss") & (curves["value"] > 0)]).mark_line(
+        color="#33a02c", strokeWidth=1.2).encode(
+        x=_step_axis(), y=alt.Y("value:Q", title="train loss", scale=alt.Scale(type="log")),
+        tooltip=[*tip_seed, "step:Q", alt.Tooltip("value:Q", format=".2e")], **seed_enc,
+    ).properties(width=2 * PANEL_W, height=120)
+    marks = []
+    for steps, colour, what in ((phase_ends, "red", "end of Phase I"), (fit_steps, "green", "training subset fit")):
+        if steps:
+            pts = pd.DataFrame([{"seed": s, "step": t, "what": what} for s, t in steps.items() if t is not None])
+            if len(pts):
+                marks.append(alt.Chart(pts).mark_rule(color=colour, strokeDash=[4, 2]).encode(
+                    x="step:Q", tooltip=["what:N", "seed:O", "step:Q"]))
+    panels = [alt.layer(c, *marks) if marks else c for c in (v_chart, acc, loss)]
+    return alt.vconcat(*panels)

@@ -137,3 +137,38 @@ def switching_chart(ds: xr.Dataset) -> alt.VConcatChart:
         top = alt.hconcat(_versus_switch_step(ds, 0, pick), _versus_switch_step(ds, 1, pick))
     bottom = alt.hconcat(_curves(ds, 0, pick), _curves(ds, 1, pick))
     return alt.vconcat(top, bottom).resolve_scale(color="shared")
+
+
+def switching_gain_chart(ds: xr.Dataset, t_from: int, *, level: float = 0.95, scale: float = 100.0) -> alt.LayerChart:
+    """The paired gain in test accuracy from switching at ``t`` instead of ``t_from``, against ``t``.
+
+    One thin line per seed (the same seed's accuracy at ``t`` minus at ``t_from``), the mean over
+    seeds as points with the Student-t interval at ``level`` as error bars
+    (:func:`conelib.experiments.switching.paired_gain_table`), and a rule at 0. ``scale`` = 100
+    shows percentage points.
+    """
+    from conelib.experiments.switching import paired_gain_table
+
+    table = paired_gain_table(ds, t_from, level=level)
+    seeds = [c for c in table.columns if c.startswith("seed_")]
+    per_seed = table.melt(id_vars=["t"], value_vars=seeds, var_name="seed", value_name="gain")
+    per_seed["seed"] = per_seed["seed"].str.removeprefix("seed_")
+    per_seed["gain"] *= scale
+    means = table.assign(mean=table["mean"] * scale, low=table["low"] * scale, high=table["high"] * scale)
+    x = alt.X("t:Q", title="switching step t")
+    lines = alt.Chart(per_seed).mark_line(strokeWidth=1, opacity=0.5, color="gray").encode(
+        x=x, y=alt.Y("gain:Q", title=f"test accuracy gain over t = {t_from} (points)"), detail="seed:N",
+        tooltip=["seed:N", "t:Q", alt.Tooltip("gain:Q", format="+.2f")])
+    bars = alt.Chart(means.dropna(subset=["low"])).mark_errorbar(color="black").encode(
+        x=x, y=alt.Y("low:Q", title=""), y2="high:Q")
+    pts = alt.Chart(means).mark_point(filled=True, size=60, color="black").encode(
+        x=x, y="mean:Q",
+        tooltip=["t:Q", alt.Tooltip("mean:Q", format="+.2f", title="mean gain"),
+                 alt.Tooltip("low:Q", format="+.2f", title=f"{level:.0%} low"),
+                 alt.Tooltip("high:Q", format="+.2f", title=f"{level:.0%} high"),
+                 alt.Tooltip("n_positive:Q", title="seeds with a gain"), alt.Tooltip("n:Q", title="seeds")])
+    zero = alt.Chart(pd.DataFrame({"y": [0.0]})).mark_rule(strokeDash=[3, 3]).encode(y="y:Q")
+    return alt.layer(zero, lines, bars, pts).properties(
+        width=2 * _W, height=PANEL_H,
+        title=alt.TitleParams(f"gain from switching later than t = {t_from}, paired by seed",
+                              subtitle=f"grey: each seed; black: mean with a {level:.0%} t-interval"))

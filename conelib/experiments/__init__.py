@@ -1,9 +1,22 @@
 """The paper's experiments, each a function of a typed config that returns an ``xarray.Dataset``."""
 
-from conelib.experiments.common import RunConfig, resolve_device
-from conelib.experiments.kernel_dynamics import KernelDynamicsConfig, kernel_dynamics, kernel_dynamics_config
+from conelib.experiments.common import RunConfig, profile_runs, resolve_device
+from conelib.experiments.kernel_dynamics import (
+    KernelDynamicsConfig,
+    kernel_dynamics,
+    kernel_dynamics_config,
+    kernel_dynamics_configs,
+)
+from conelib.experiments.switching import (
+    SwitchingConfig,
+    continue_linearized,
+    switching,
+    switching_config,
+    switching_configs,
+)
 
-__all__ = ["RunConfig", "resolve_device", "KernelDynamicsConfig", "kernel_dynamics", "kernel_dynamics_config"]
-from conelib.experiments.switching import SwitchingConfig, continue_linearized, switching, switching_config
-
-__all__ += ["SwitchingConfig", "continue_linearized", "switching", "switching_config"]
+__all__ = [
+    "RunConfig", "profile_runs", "resolve_device",
+    "KernelDynamicsConfig", "kernel_dynamics", "kernel_dynamics_config", "kernel_dynamics_configs",
+    "SwitchingConfig", "continue_linearized", "switching", "switching_config", "switching_configs",
+]

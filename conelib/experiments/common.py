@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Mapping
-from dataclasses import dataclass, fields
-from typing import Any, ClassVar, TypeVar
+import math
+import os
+import re
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import torch
 
 from conelib import data as data_mod
 from conelib import models
-from conelib.profiles import load_profile, merge
+from conelib.config import Config, ParameterError, param
+from conelib.profiles import load_profile, merge, profile_path
 from conelib.train import TrainConfig
 
-C = TypeVar("C", bound="RunConfig")
+R = TypeVar("R", bound="RunConfig")
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -36,90 +38,78 @@ def device_name(device: str | None) -> str:
     return torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
 
 
-@dataclass(frozen=True)
-class RunConfig:
-    """One training run: model, data, optimiser and schedule (open_lth-style SGD).
+@dataclass(frozen=True, init=False)
+class RunConfig(Config):
+    """One training run: model, data, and its training (the :class:`~conelib.train.TrainConfig`
+    section ``train``; its parameters are set and read by their flat names, ``cfg.lr``).
 
-    Fields listed in ``RUNTIME_FIELDS`` say *where* and *how* to run, not *what* is computed, so
-    they are left out of the result's identity (:meth:`identity`, hashed by
-    :func:`conelib.results.config_hash`).
+    Runtime parameters (``device``, ``data_root``) say *where* and *how* to run, not *what* is
+    computed, so they are left out of the result's identity (:meth:`identity`, hashed by
+    :func:`conelib.results.config_hash`), as are parameters at their default.
     """
 
-    model: str = "lenet5"
-    dataset: str = "mnist5k"
-    width: int = 1
-    norm: str | None = None
-    steps: int = 1000
-    batch_size: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    warmup_steps: int = 0
-    milestones: tuple[int, ...] = ()
-    gamma: float = 0.1
-    augment: bool | None = None
-    test_fraction: float = 0.2
-    seed: int = 0
-    device: str = "auto"
-    data_root: str | None = None
-
-    RUNTIME_FIELDS: ClassVar[tuple[str, ...]] = ("device", "data_root")
-
-    def __post_init__(self) -> None:
-        if self.model not in models.MODELS:
-            raise ValueError(f"model={self.model!r} is not known; choose one of {models.MODELS}")
-        if self.dataset not in data_mod.DATASETS:
-            raise ValueError(f"dataset={self.dataset!r} is not known; choose one of {data_mod.DATASETS}")
-        for name in ("steps", "batch_size", "width"):
-            if int(getattr(self, name)) < (0 if name == "steps" else 1):
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        # tuples, not lists, and floats for float fields (`-p weight_decay 0` arrives as the int 0),
-        # so that configs hash and compare by value
-        for f in fields(self):
-            v = getattr(self, f.name)
-            if isinstance(v, list):
-                object.__setattr__(self, f.name, tuple(v))
-            elif f.type in ("float", float) and isinstance(v, int) and not isinstance(v, bool):
-                object.__setattr__(self, f.name, float(v))
-        self.train_config()  # validates the optimiser fields
+    model: str = param("lenet5", "network architecture", choices=models.MODELS)
+    dataset: str = param("mnist", "dataset", choices=data_mod.DATASETS)
+    width: float = param(1.0, "width multiplier of the network (channels / hidden units)",
+                         check=lambda v: math.isfinite(v) and v > 0, allowed="a number > 0")
+    norm: str | None = param(None, "normalisation layers (resnet20, vgg16); None: the model's default",
+                             choices=(None, *models.NORMS))
+    test_fraction: float = param(0.2, "share of mnist5k/digits held out for test (the torchvision datasets "
+                                      "keep their standard split)", check=lambda v: 0 < v < 1,
+                                 allowed="a number in (0, 1)")
+    train: TrainConfig = param(help="the SGD run", default_factory=TrainConfig)
+    device: str = param("auto", "where to run: auto (a GPU when there is one), cpu, cuda or cuda:N",
+                        check=lambda v: re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", v) is not None,
+                        allowed="auto, cpu, cuda or cuda:N", runtime=True)
+    data_root: str | None = param(None, "folder of a torchvision dataset (cifar10, fashion_mnist; mnist "
+                                        "optionally); None: $CONELIB_DATA or ~/.cache/conelib/data", runtime=True)
 
     @classmethod
-    def from_mapping(cls: type[C], mapping: Mapping[str, Any]) -> C:
-        """Build from a mapping, rejecting unknown keys with the list of allowed ones."""
-        allowed = {f.name for f in fields(cls)}
-        unknown = sorted(set(mapping) - allowed)
-        if unknown:
-            raise ValueError(f"unknown parameter(s) {unknown} for {cls.__name__}; allowed: {sorted(allowed)}")
-        return cls(**mapping)
-
-    @classmethod
-    def from_profile(cls: type[C], profile: str, experiment: str, **overrides: Any) -> C:
-        """The profile's section for ``experiment``, with the overrides that are not ``None``."""
-        return cls.from_mapping(merge(load_profile(profile, experiment), overrides))
-
-    def replace(self: C, **changes: Any) -> C:
-        return dataclasses.replace(self, **changes)
-
-    def identity(self) -> dict[str, Any]:
-        """The fields that determine the result (everything but :attr:`RUNTIME_FIELDS`)."""
-        d = dataclasses.asdict(self)
-        for k in self.RUNTIME_FIELDS:
-            d.pop(k, None)
-        return d
+    def from_profile(cls: type[R], profile: str | os.PathLike, experiment: str, **overrides: Any) -> R:
+        """The first run of :func:`profile_runs` (the profile's first model and seed)."""
+        return profile_runs(cls, profile, experiment, **overrides)[0]
 
     def train_config(self, steps: int | None = None) -> TrainConfig:
-        return TrainConfig(
-            steps=self.steps if steps is None else steps,
-            batch_size=self.batch_size,
-            lr=self.lr,
-            momentum=self.momentum,
-            weight_decay=self.weight_decay,
-            warmup_steps=self.warmup_steps,
-            milestones=tuple(self.milestones),
-            gamma=self.gamma,
-            augment=self.augment,
-            seed=self.seed,
-        )
+        """The training section, optionally with another number of steps."""
+        return self.train if steps is None else self.train.replace(steps=steps)
+
+
+#: profile keys (and notebook parameters) that list several runs of one experiment: one run per
+#: model, and (for experiments whose Dataset is one run) one per seed
+RUN_SET_KEYS: dict[str, str] = {"models": "model", "seeds": "seed"}
+
+
+def profile_runs(cls: type[R], profile: str | os.PathLike, experiment: str, **overrides: Any) -> list[R]:
+    """The runs a profile's section describes, with the given (non-``None``) overrides.
+
+    A section (and the overrides) may list ``models`` and, when ``seeds`` is not a parameter of
+    ``cls``, ``seeds``: one configuration per model and seed, in that order. Setting ``model`` (or
+    ``seed``) overrides the list with that one value.
+    """
+    section = load_profile(profile, experiment)
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    own = cls.parameters()
+    lists: dict[str, list[Any]] = {}
+    for key, single in RUN_SET_KEYS.items():
+        if key in own:
+            continue
+        values = overrides.pop(key, None)
+        if values is None:
+            values = section.pop(key, None)
+        else:
+            section.pop(key, None)
+        if single in overrides:
+            values = [overrides[single]]
+        if values is not None:
+            if isinstance(values, (str, bytes)) or not isinstance(values, (list, tuple)) or not values:
+                raise ParameterError(key, f"parameter {key!r} must be a non-empty list; got {values!r}")
+            lists[single] = list(values)
+    where = f"profile {profile!r} ({profile_path(profile)}), section {experiment!r}"
+    base = cls.from_mapping(merge(section, overrides), where=where)
+    runs = [base]
+    for single, values in lists.items():
+        runs = [r.replace(**{single: v}) for r in runs for v in values]
+    return runs
 
 
 def setup(cfg: RunConfig) -> tuple[torch.device, "data_mod.TensorData", torch.nn.Module]:

@@ -14,18 +14,19 @@ Zhou et al. (2025), Section 4; Fort et al. (2020), Section 4.
 
 from __future__ import annotations
 
-import dataclasses
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
 import xarray as xr
 
 from conelib import data as data_mod
-from conelib.experiments.common import RunConfig, device_name, setup
+from conelib.config import ParameterError, param
+from conelib.experiments.common import RunConfig, device_name, profile_runs, setup
 from conelib.kernels import KernelTrajectory
 from conelib.measures import distances_dataset
 from conelib.ntk import KINDS, METHODS, ntk_fn
@@ -35,7 +36,11 @@ from conelib.train import train
 EXPERIMENT = "kernel_dynamics"
 
 
-@dataclass(frozen=True)
+def _positive(v: int) -> bool:
+    return v >= 1
+
+
+@dataclass(frozen=True, init=False)
 class KernelDynamicsConfig(RunConfig):
     """A :class:`~conelib.experiments.common.RunConfig` plus the kernel snapshots.
 
@@ -43,44 +48,51 @@ class KernelDynamicsConfig(RunConfig):
     be a multiple of ``snapshot_every`` and every ``tau`` a snapshot step.
     """
 
-    snapshot_every: int = 20
-    dts: tuple[int, ...] = (20, 40, 80)
-    taus: tuple[int, ...] = (200, 400, 600, 800)
-    probe_size: int = 128
-    kernel_kind: str = "trace"
-    ntk_method: str = "auto"
-    keep_kernels: bool = False
+    LABEL = "the kernel_dynamics experiment (KernelDynamicsConfig)"
 
-    RUNTIME_FIELDS: ClassVar[tuple[str, ...]] = ("device", "data_root", "ntk_method", "keep_kernels")
+    snapshot_every: int = param(20, "an eNTK snapshot every this many steps", check=_positive,
+                                allowed="an integer >= 1")
+    dts: tuple[int, ...] = param((20, 40, 80), "gaps dt of the adjacent distance S(t, t+dt) (multiples of "
+                                 "snapshot_every)", unique=True)
+    taus: tuple[int, ...] = param((200, 400, 600, 800), "reference steps tau of S(t, tau) (snapshot steps)",
+                                  unique=True)
+    probe_size: int = param(128, "number of probe examples n on which the eNTK is computed (class-balanced)",
+                            check=lambda v: v >= 2, allowed="an integer >= 2")
+    kernel_kind: str = param("trace", "eNTK kind: trace (over the logits), full or logit_sum", choices=KINDS)
+    train_eval_size: int = param(2048, "train loss and accuracy are measured on a fixed class-balanced subset "
+                                 "of this many training images", check=lambda v: v >= 1, allowed="an integer >= 1")
+    ntk_method: str = param("auto", "how the eNTK is computed", choices=METHODS, runtime=True)
+    keep_kernels: bool = param(False, "also store the kernels themselves (a separate, large file)", runtime=True)
 
     def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.snapshot_every < 1:
-            raise ValueError(f"snapshot_every must be a positive number of steps, got {self.snapshot_every}")
-        if self.steps % self.snapshot_every:
-            raise ValueError(f"steps={self.steps} must be a multiple of snapshot_every={self.snapshot_every}")
-        bad_dt = [d for d in self.dts if d <= 0 or d % self.snapshot_every]
-        if bad_dt or not self.dts:
-            raise ValueError(f"dts must be non-empty positive multiples of snapshot_every={self.snapshot_every}, got {list(self.dts)}")
+        if self.steps % self.snapshot_every or self.steps < 2 * self.snapshot_every:
+            raise ParameterError("steps", f"parameter 'steps' ({self.steps}) must be a multiple of snapshot_every "
+                                 f"({self.snapshot_every}) with at least two snapshots after step 0")
+        if not self.dts:
+            raise ParameterError("dts", "parameter 'dts' must list at least one gap")
+        bad_dt = [d for d in self.dts if d <= 0 or d % self.snapshot_every or d > self.steps]
+        if bad_dt:
+            raise ParameterError("dts", f"parameter 'dts' must hold positive multiples of snapshot_every="
+                                 f"{self.snapshot_every} up to steps={self.steps}; got {list(self.dts)}")
         bad_tau = [t for t in self.taus if t < 0 or t > self.steps or t % self.snapshot_every]
         if bad_tau:
-            raise ValueError(f"taus {bad_tau} are not snapshot steps (multiples of snapshot_every={self.snapshot_every} "
-                             f"in [0, steps={self.steps}])")
-        if self.probe_size < 2:
-            raise ValueError(f"probe_size must be at least 2, got {self.probe_size}")
-        if self.kernel_kind not in KINDS:
-            raise ValueError(f"kernel_kind={self.kernel_kind!r} is not supported; choose one of {KINDS}")
-        if self.ntk_method not in METHODS:
-            raise ValueError(f"ntk_method={self.ntk_method!r} is not supported; choose one of {METHODS}")
+            raise ParameterError("taus", f"parameter 'taus': {bad_tau} are not snapshot steps (multiples of "
+                                 f"snapshot_every={self.snapshot_every} in [0, steps={self.steps}])")
 
     @property
     def snapshot_steps(self) -> list[int]:
         return list(range(0, self.steps + 1, self.snapshot_every))
 
 
-def kernel_dynamics_config(profile: str = "quick", **overrides: Any) -> KernelDynamicsConfig:
-    """The profile's kernel-dynamics parameters with the given (non-``None``) overrides."""
+def kernel_dynamics_config(profile: str = "mnist", **overrides: Any) -> KernelDynamicsConfig:
+    """The profile's kernel-dynamics parameters with the given (non-``None``) overrides (its first
+    model and seed when it lists several; :func:`kernel_dynamics_configs` gives all)."""
     return KernelDynamicsConfig.from_profile(profile, EXPERIMENT, **overrides)
+
+
+def kernel_dynamics_configs(profile: str = "mnist", **overrides: Any) -> list[KernelDynamicsConfig]:
+    """Every run of the profile's kernel-dynamics section: one per model and seed it lists."""
+    return profile_runs(KernelDynamicsConfig, profile, EXPERIMENT, **overrides)
 
 
 def kernel_dynamics(
@@ -110,7 +122,7 @@ def kernel_dynamics(
         return ds
 
     return load_or_compute(EXPERIMENT, cfg.identity(), compute, root=results_root, recompute=recompute,
-                           device=device_name(cfg.device))
+                           device=lambda: device_name(cfg.device))
 
 
 def kernels_path(cfg: KernelDynamicsConfig, results_root: str | Path | None = None) -> Path:
@@ -121,6 +133,9 @@ def kernels_path(cfg: KernelDynamicsConfig, results_root: str | Path | None = No
 
 def _run(cfg: KernelDynamicsConfig, *, progress: bool) -> tuple[xr.Dataset, xr.Dataset]:
     device, data, model = setup(cfg)
+    if cfg.probe_size > len(data.y_train):
+        raise ParameterError("probe_size", f"parameter 'probe_size' ({cfg.probe_size}) is larger than the training "
+                             f"split of {cfg.dataset!r} ({len(data.y_train)} images)")
     x_probe, y_probe = data_mod.probe_subset(data, cfg.probe_size, seed=cfg.seed)
     kernel = ntk_fn(model, kind=cfg.kernel_kind, method=cfg.ntk_method)
     traj = KernelTrajectory()
@@ -141,8 +156,9 @@ def _run(cfg: KernelDynamicsConfig, *, progress: bool) -> tuple[xr.Dataset, xr.D
         return {}
 
     t_start = time.perf_counter()
-    hist = train(model, data, cfg.train_config(), snapshot_steps=cfg.snapshot_steps, on_snapshot=on_snapshot,
-                 progress=progress, desc=f"{EXPERIMENT} {cfg.model}/{cfg.dataset}")
+    hist = train(model, data, cfg.train, snapshot_steps=cfg.snapshot_steps, on_snapshot=on_snapshot,
+                 eval_train_max=cfg.train_eval_size, progress=progress,
+                 desc=f"{EXPERIMENT} {cfg.model}/{cfg.dataset} seed {cfg.seed}")
     wall = time.perf_counter() - t_start
 
     steps = np.asarray(traj.steps)
@@ -154,6 +170,8 @@ def _run(cfg: KernelDynamicsConfig, *, progress: bool) -> tuple[xr.Dataset, xr.D
         "title": f"eNTK dynamics of {cfg.model} on {cfg.dataset}",
         "kernel_kind": cfg.kernel_kind,
         "probe_size": int(x_probe.shape[0]),
+        "n_train": int(len(data.y_train)),
+        "n_test": int(len(data.y_test)),
         "probe_classes": str(np.bincount(y_probe.cpu().numpy(), minlength=data.num_classes).tolist()),
         "norm_mode": "eNTK computed in eval mode (BatchNorm uses running statistics)",
         "wall_seconds": wall,
@@ -169,8 +187,6 @@ def _run(cfg: KernelDynamicsConfig, *, progress: bool) -> tuple[xr.Dataset, xr.D
 
 def config_of(ds: xr.Dataset) -> KernelDynamicsConfig:
     """The configuration stored in a result's attrs."""
-    import json
-
     d = json.loads(ds.attrs["config_json"])
-    names = {f.name for f in dataclasses.fields(KernelDynamicsConfig)}
+    names = KernelDynamicsConfig.parameters()
     return KernelDynamicsConfig.from_mapping({k: v for k, v in d.items() if k in names})

@@ -37,6 +37,20 @@ model from step :math:`t` to :math:`T` with
 
   At :math:`t = 0` the two policies coincide (no update has been made yet).
 
+* weight decay as chosen by ``decay_to``. SGD's weight decay adds :math:`\\lambda\\theta` to the
+  gradient. For the Taylor model that is a pull towards :math:`\\theta = 0`, which in function
+  space is a pull towards :math:`f(\\theta(t)) - J\\theta(t)`, not towards the network at the
+  switch. ``"zero"`` (the default) keeps it: the continuation's update rule is then the network's
+  own, and only the model changes at the switch. ``"switch_point"`` adds
+  :math:`\\lambda(\\theta - \\theta(t))` instead: the ridge penalty of kernel regression around
+  :math:`f(\\theta(t))`, under which a parameter the data does not move stays at
+  :math:`\\theta(t)` rather than shrinking. With the MNIST recipe (no weight decay) the two are
+  the same.
+
+The continuations are independent: with ``workers`` > 1 they run in that many spawned processes
+at once (each with its share of the CPU threads), the longest (earliest switches) first; their
+results do not depend on the order. An error or interrupt stops every worker.
+
 BatchNorm is handled as in the eNTK: the linearized model evaluates the network in eval mode,
 with the running statistics frozen at :math:`\\theta(t)` (see :mod:`conelib.linearize`); the
 standard run trains as usual. Use a LayerNorm or norm-free model (the paper profile uses
@@ -66,12 +80,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -81,7 +96,9 @@ from tqdm import tqdm
 
 from conelib import data as data_mod
 from conelib import models
-from conelib.experiments.common import RunConfig, device_name, resolve_device
+from conelib.atomic import TMP_MARK, sweep_stale
+from conelib.config import ParameterError, param
+from conelib.experiments.common import RunConfig, device_name, profile_runs, resolve_device
 from conelib.linearize import LinearizedModel, linearize
 from conelib.results import load_or_compute, stored_results
 from conelib.train import TrainHistory, TrainingDivergedError, load_checkpoint, train
@@ -99,7 +116,11 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
 
 
-@dataclass(frozen=True)
+#: where weight decay pulls the linearized model's parameters (see the module docstring)
+DECAY_TARGETS: tuple[str, ...] = ("zero", "switch_point")
+
+
+@dataclass(frozen=True, init=False)
 class SwitchingConfig(RunConfig):
     """A :class:`~conelib.experiments.common.RunConfig` plus the switching grid.
 
@@ -113,39 +134,37 @@ class SwitchingConfig(RunConfig):
             step and at ``steps``).
         optimizer_policy: ``"carried"`` (default) or ``"reset"``: what the linearized run's
             optimizer starts from (see the module docstring).
+        decay_to: where weight decay pulls the linearized model: ``"zero"`` (default, the
+            network's own update) or ``"switch_point"`` (towards :math:`\theta(t)`).
+        workers: continuations run in this many processes at once (runtime; 0: one per core).
     """
 
-    steps: int = 1000
-    switch_steps: tuple[int, ...] = (0, 25, 50, 100, 200, 300, 500, 700, 1000)
-    seeds: tuple[int, ...] = ()
-    eval_every: int = 50
-    optimizer_policy: str = POLICIES[0]
+    LABEL = "the switching experiment (SwitchingConfig)"
 
-    RUNTIME_FIELDS: ClassVar[tuple[str, ...]] = ("device", "data_root")
+    switch_steps: tuple[int, ...] = param((0, 25, 50, 100, 200, 300, 500, 700, 1000),
+                                          "switching steps t (0 and steps are always added)", unique=True)
+    seeds: tuple[int, ...] = param((), "seeds to run (bands and intervals over seeds); empty: just seed",
+                                   unique=True, check=lambda v: all(s >= 0 for s in v),
+                                   allowed="a list of integers >= 0")
+    eval_every: int = param(50, "the test curves are recorded every this many steps", check=lambda v: v >= 1,
+                            allowed="an integer >= 1")
+    optimizer_policy: str = param(POLICIES[0], "the SGD momentum buffers at the switch: carried over or reset",
+                                  choices=POLICIES)
+    decay_to: str = param(DECAY_TARGETS[0], "where weight decay pulls the linearized model's parameters: zero "
+                          "(the network's own SGD update) or switch_point (towards theta(t))", choices=DECAY_TARGETS)
+    workers: int = param(1, "continuations run in this many processes at once (0: one per CPU core)",
+                         check=lambda v: v >= 0, allowed="an integer >= 0", runtime=True)
 
     def __post_init__(self) -> None:
-        super().__post_init__()
         T = int(self.steps)
-        steps = self.switch_steps
-        if isinstance(steps, (str, bytes)) or not isinstance(steps, Sequence):
-            raise ValueError(f"switch_steps must be a list of integer steps in [0, steps={T}]; got {steps!r}")
-        bad = [s for s in steps if not _is_int(s) or not 0 <= int(s) <= T]
+        bad = [s for s in self.switch_steps if not 0 <= s <= T]
         if bad:
-            raise ValueError(f"switch_steps {bad} are not integer steps in [0, steps={T}]")
-        object.__setattr__(self, "switch_steps", tuple(sorted({0, T, *(int(s) for s in steps)})))
-        seeds = self.seeds
-        if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence):
-            raise ValueError(f"seeds must be a list of integers >= 0 (empty: just seed={self.seed}); got {seeds!r}")
-        bad = [s for s in seeds if not _is_int(s) or int(s) < 0]
-        if bad:
-            raise ValueError(f"seeds {bad} are not integers >= 0")
-        seeds = tuple(sorted({int(s) for s in seeds})) or (int(self.seed),)
+            raise ParameterError("switch_steps", f"parameter 'switch_steps': {bad} are not steps in [0, steps={T}]")
+        object.__setattr__(self, "switch_steps", tuple(sorted({0, T, *self.switch_steps})))
+        seeds = self.seeds or (int(self.seed),)
         object.__setattr__(self, "seeds", seeds)
-        object.__setattr__(self, "seed", seeds[0])
-        if not _is_int(self.eval_every) or int(self.eval_every) < 1:
-            raise ValueError(f"eval_every must be a positive integer number of steps; got {self.eval_every!r}")
-        if self.optimizer_policy not in POLICIES:
-            raise ValueError(f"optimizer_policy={self.optimizer_policy!r} is not known; choose one of {POLICIES}")
+        if self.train.seed != seeds[0]:
+            object.__setattr__(self, "train", self.train.replace(seed=seeds[0]))
 
     @property
     def curve_steps(self) -> list[int]:
@@ -162,9 +181,15 @@ class SwitchingConfig(RunConfig):
         return self.replace(seed=int(seed), seeds=(int(seed),))
 
 
-def switching_config(profile: str = "quick", **overrides: Any) -> SwitchingConfig:
-    """The profile's switching parameters with the given (non-``None``) overrides."""
+def switching_config(profile: str = "mnist", **overrides: Any) -> SwitchingConfig:
+    """The profile's switching parameters with the given (non-``None``) overrides (its first model
+    when it lists several; :func:`switching_configs` gives all)."""
     return SwitchingConfig.from_profile(profile, EXPERIMENT, **overrides)
+
+
+def switching_configs(profile: str = "mnist", **overrides: Any) -> list[SwitchingConfig]:
+    """Every run of the profile's switching section: one per model it lists."""
+    return profile_runs(SwitchingConfig, profile, EXPERIMENT, **overrides)
 
 
 def switching(
@@ -191,7 +216,7 @@ def switching(
     if overrides:
         cfg = cfg.replace(**{k: v for k, v in overrides.items() if v is not None})
     return load_or_compute(EXPERIMENT, cfg.identity(), lambda: _run(cfg, progress=progress), root=results_root,
-                           recompute=recompute, device=device_name(cfg.device))
+                           recompute=recompute, device=lambda: device_name(cfg.device))
 
 
 # --------------------------------------------------------------------------------------------
@@ -214,14 +239,15 @@ def continue_linearized(
     checkpoint: str | Path,
     *,
     optimizer_policy: str = POLICIES[0],
+    decay_to: str = DECAY_TARGETS[0],
     data: data_mod.TensorData | None = None,
     eval_steps: Sequence[int] | None = None,
     progress: bool = False,
 ) -> tuple[TrainHistory, LinearizedModel]:
     """One continuation: linearize at a checkpoint of the standard run and train to ``cfg.steps``.
 
-    The checkpoint (written by :func:`conelib.train.train` for ``cfg.train_config()``) holds
-    :math:`\\theta(t)` and the optimizer state at step :math:`t`. The network is rebuilt, loaded,
+    The checkpoint (written by :func:`conelib.train.train` for ``cfg.train``) holds
+    :math:`\theta(t)` and the optimizer state at step :math:`t`. The network is rebuilt, loaded,
     linearized there (:func:`conelib.linearize.linearize`) and its Taylor model trained with
     :func:`conelib.train.train` from ``start_step = t`` to ``cfg.steps``: same data order,
     learning-rate schedule and, with ``optimizer_policy="carried"``, the same momentum buffers.
@@ -230,6 +256,8 @@ def continue_linearized(
         cfg: the run's configuration (one seed).
         checkpoint: the checkpoint file of the standard run at the switching step.
         optimizer_policy: ``"carried"`` or ``"reset"`` (see the module docstring).
+        decay_to: ``"zero"`` or ``"switch_point"``: where weight decay pulls :math:`\theta`
+            (see the module docstring).
         data: the dataset, if already loaded (else loaded from ``cfg``).
         eval_steps: steps at which to record the metrics (those ``>= t`` are used; ``t`` and
             ``cfg.steps`` always are).
@@ -246,10 +274,12 @@ def continue_linearized(
     """
     if optimizer_policy not in POLICIES:
         raise ValueError(f"optimizer_policy={optimizer_policy!r} is not known; choose one of {POLICIES}")
+    if decay_to not in DECAY_TARGETS:
+        raise ValueError(f"decay_to={decay_to!r} is not known; choose one of {DECAY_TARGETS}")
     device = resolve_device(cfg.device)
     data = _load_data(cfg, device) if data is None else data
     model = _build_model(cfg, data, device)
-    tc = cfg.train_config()
+    tc = cfg.train
     ckpt = load_checkpoint(checkpoint, model)
     if ckpt["config"] != tc.to_dict():
         raise ValueError(f"checkpoint {checkpoint} was written by a run with config {ckpt['config']}, not "
@@ -258,9 +288,11 @@ def continue_linearized(
     lin = linearize(model)
     del model
     wanted = [s for s in (eval_steps or ()) if t <= s <= tc.steps]
+    center = list(lin.theta_s().values()) if decay_to == "switch_point" else None
     history = train(lin, data, tc, start_step=t, snapshot_steps=sorted({t, *wanted, tc.steps}),
                     optimizer_state=ckpt["optimizer"] if optimizer_policy == "carried" else None,
-                    eval_train_max=EVAL_TRAIN_MAX, progress=progress, desc=f"linearized from step {t}")
+                    eval_train_max=EVAL_TRAIN_MAX, progress=progress, desc=f"linearized from step {t}",
+                    decay_center=center)
     return history, lin
 
 
@@ -274,6 +306,45 @@ def _flat_params(params: dict[str, torch.Tensor] | nn.Module) -> torch.Tensor:
 # the experiment
 # --------------------------------------------------------------------------------------------
 
+#: the metrics of a continuation's curves
+_CURVES = ("test_acc", "test_loss", "train_loss", "train_acc")
+#: temporary checkpoint folders are named ``conelib-switching.tmp.<pid>.<random>`` (swept when stale)
+_TMP_PREFIX = "conelib-switching"
+
+
+def _continuation_job(flat: dict[str, Any], checkpoint: str, final_params: torch.Tensor, policy: str,
+                      decay_to: str, eval_steps: list[int], threads: int | None) -> dict[str, Any]:
+    """One continuation as a picklable job (inline or in a worker process): its curves, the
+    parameter displacements, its wall time, or the step at which it diverged."""
+    if threads:
+        torch.set_num_threads(int(threads))
+    rc = SwitchingConfig(**flat)
+    t0 = time.perf_counter()
+    out: dict[str, Any] = {"diverged": None}
+    try:
+        hist, lin = continue_linearized(rc, checkpoint, optimizer_policy=policy, decay_to=decay_to,
+                                        eval_steps=eval_steps)
+    except TrainingDivergedError as err:
+        out["diverged"] = err.step
+    else:
+        out["steps"] = list(hist.steps)
+        out.update({name: list(getattr(hist, name)) for name in _CURVES})
+        theta_t = _flat_params(lin.theta_s()).cpu()
+        out["lin_disp"] = float((_flat_params(lin.theta()).cpu() - theta_t).norm())
+        out["std_disp"] = float((final_params - theta_t).norm())
+    out["seconds"] = time.perf_counter() - t0
+    return out
+
+
+def _workers(n: int) -> int:
+    """``0`` -> the CPU cores this process may use."""
+    if n:
+        return int(n)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
 
 def _run(cfg: SwitchingConfig, *, progress: bool) -> xr.Dataset:
     device = resolve_device(cfg.device)
@@ -284,14 +355,17 @@ def _run(cfg: SwitchingConfig, *, progress: bool) -> xr.Dataset:
     def full(*shape: int) -> np.ndarray:
         return np.full(shape, np.nan)
 
-    std = {k: full(K, N) for k in ("test_acc", "test_loss", "train_loss", "train_acc")}
-    cont = {k: full(S, K, N) for k in ("test_acc", "test_loss", "train_loss", "train_acc")}
+    std = {k: full(K, N) for k in _CURVES}
+    cont = {k: full(S, K, N) for k in _CURVES}
     lin_disp, std_disp, diverged, cont_sec = full(S, K), full(S, K), full(S, K), full(S, K)
     std_sec = full(K)
     n_params = n_train = n_test = 0
+    workers = min(_workers(cfg.workers), S * K)
+    threads = max(1, torch.get_num_threads() // workers) if workers > 1 else None
     t_start = time.perf_counter()
 
-    with tempfile.TemporaryDirectory(prefix="conelib-switching-") as tmp:
+    sweep_stale(tempfile.gettempdir(), f"{_TMP_PREFIX}{TMP_MARK}*")
+    with tempfile.TemporaryDirectory(prefix=f"{_TMP_PREFIX}{TMP_MARK}{os.getpid()}.") as tmp:
         # 1. the standard runs: curves and a checkpoint at every switching step
         ckpts: dict[int, dict[int, Path]] = {}
         final_params: dict[int, torch.Tensor] = {}
@@ -302,7 +376,7 @@ def _run(cfg: SwitchingConfig, *, progress: bool) -> xr.Dataset:
             n_params = int(sum(p.numel() for p in model.parameters()))
             n_train, n_test = len(data.y_train), len(data.y_test)
             t0 = time.perf_counter()
-            hist = train(model, data, rc.train_config(), snapshot_steps=steps, checkpoint_steps=switch,
+            hist = train(model, data, rc.train, snapshot_steps=steps, checkpoint_steps=switch,
                          checkpoint_dir=Path(tmp) / f"seed{seed}", eval_train_max=EVAL_TRAIN_MAX, progress=progress,
                          desc=f"{EXPERIMENT}: standard run {cfg.model}/{cfg.dataset}, seed {seed}")
             std_sec[k] = time.perf_counter() - t0
@@ -312,31 +386,34 @@ def _run(cfg: SwitchingConfig, *, progress: bool) -> xr.Dataset:
             final_params[seed] = _flat_params(model).cpu()
             del model, data
 
-        # 2. the linearized continuations: independent jobs
-        bar = tqdm(total=S * K, desc=f"{EXPERIMENT}: linearized continuations", unit="run", disable=not progress)
+        # 2. the linearized continuations: independent jobs, the longest first
+        jobs = sorted(((i, k) for i in range(S) for k in range(K)), key=lambda ik: (switch[ik[0]], ik[1]))
+
+        def args(i: int, k: int) -> tuple:
+            seed = seeds[k]
+            return (cfg.for_seed(seed).replace(workers=1).flat(), str(ckpts[seed][switch[i]]), final_params[seed],
+                    cfg.optimizer_policy, cfg.decay_to, steps, threads)
+
+        def store(i: int, k: int, out: dict[str, Any]) -> None:
+            cont_sec[i, k] = out["seconds"]
+            if out["diverged"] is not None:
+                diverged[i, k] = out["diverged"]
+                return
+            idx = [step_index[s] for s in out["steps"]]
+            for name in _CURVES:
+                cont[name][i, k, idx] = out[name]
+            lin_disp[i, k], std_disp[i, k] = out["lin_disp"], out["std_disp"]
+
+        bar = tqdm(total=S * K, desc=f"{EXPERIMENT}: linearized continuations ({workers} at once)", unit="run",
+                   disable=not progress)
         try:
-            for k, seed in enumerate(seeds):
-                rc = cfg.for_seed(seed)
-                data = _load_data(rc, device)
-                for i, t in enumerate(switch):
-                    bar.set_postfix(seed=seed, switch_step=t, refresh=True)
-                    t0 = time.perf_counter()
-                    try:
-                        hist, lin = continue_linearized(rc, ckpts[seed][t], optimizer_policy=cfg.optimizer_policy,
-                                                        data=data, eval_steps=steps)
-                    except TrainingDivergedError as err:
-                        diverged[i, k] = err.step
-                    else:
-                        idx = [step_index[s] for s in hist.steps]
-                        for name in cont:
-                            cont[name][i, k, idx] = getattr(hist, name)
-                        theta_t = _flat_params(lin.theta_s()).cpu()
-                        lin_disp[i, k] = float((_flat_params(lin.theta()).cpu() - theta_t).norm())
-                        std_disp[i, k] = float((final_params[seed] - theta_t).norm())
-                        del lin
-                    cont_sec[i, k] = time.perf_counter() - t0
+            if workers == 1:
+                for i, k in jobs:
+                    bar.set_postfix(seed=seeds[k], switch_step=switch[i], refresh=True)
+                    store(i, k, _continuation_job(*args(i, k)))
                     bar.update(1)
-                del data
+            else:
+                _run_pool(jobs, args, store, workers, bar)
         finally:
             bar.close()
     wall = time.perf_counter() - t_start
@@ -411,10 +488,34 @@ def _run(cfg: SwitchingConfig, *, progress: bool) -> xr.Dataset:
             "n_train": n_train,
             "n_test": n_test,
             "linearized_steps": cfg.linearized_steps * K,
+            "decay_to": cfg.decay_to,
+            "continuation_workers": workers,
+            "continuation_threads": threads or torch.get_num_threads(),
             "wall_seconds": wall,
         },
     )
     return ds
+
+
+def _run_pool(jobs: list[tuple[int, int]], args: Any, store: Any, workers: int, bar: tqdm) -> None:
+    """Run the continuations in ``workers`` spawned processes; on any error or interrupt, cancel
+    what is queued and stop the workers (so nothing keeps running or writing after a failure)."""
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"))
+    try:
+        futures = {pool.submit(_continuation_job, *args(i, k)): (i, k) for i, k in jobs}
+        for fut in cf.as_completed(futures):
+            i, k = futures[fut]
+            store(i, k, fut.result())
+            bar.update(1)
+    except BaseException:
+        for proc in list(getattr(pool, "_processes", {}).values()):
+            proc.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -425,24 +526,30 @@ def _run(cfg: SwitchingConfig, *, progress: bool) -> xr.Dataset:
 def config_of(ds: xr.Dataset) -> SwitchingConfig:
     """The configuration stored in a result's attrs."""
     d = json.loads(ds.attrs["config_json"])
-    names = {f.name for f in dataclasses.fields(SwitchingConfig)}
+    names = SwitchingConfig.parameters()
     return SwitchingConfig.from_mapping({k: v for k, v in d.items() if k in names})
 
 
-#: the fields that fix the training trajectory up to a given step (kernel dynamics vs switching)
-_TRAJECTORY_FIELDS = ("model", "dataset", "width", "norm", "batch_size", "lr", "momentum", "weight_decay",
-                      "warmup_steps", "milestones", "gamma", "augment", "test_fraction", "seed")
+#: the parameters that fix the training trajectory up to a given step (kernel dynamics vs switching)
+TRAJECTORY_PARAMS = ("model", "dataset", "width", "norm", "test_fraction", "batch_size", "lr", "momentum",
+                     "weight_decay", "nesterov", "warmup_steps", "milestones", "gamma", "augment", "seed")
+
+
+def same_trajectory(a: RunConfig, b: RunConfig) -> bool:
+    """Whether two runs follow the same SGD trajectory up to the shorter one's last step: every
+    parameter that fixes it is equal (data order and schedule are pure functions of
+    ``(seed, step)``)."""
+    fa, fb = a.flat(), b.flat()
+    return all(_same(fa[k], fb[k]) for k in TRAJECTORY_PARAMS)
 
 
 def matching_phase_one_end(cfg: SwitchingConfig, *, results_root: str | Path | None = None,
                            fraction: float = 0.1) -> tuple[int | None, str | None]:
     """The end of Phase I measured on a stored kernel-dynamics run of the same training.
 
-    A kernel-dynamics result matches when every field that fixes the SGD trajectory
-    (model, data, width, norm, optimiser, schedule, augmentation, split, seed; the first of
-    ``cfg.seeds``) is equal and it ran at least as many steps; both runs then follow the same
-    trajectory up to ``cfg.steps``, because data order and schedule are pure functions of
-    ``(seed, step)``. Phase I's end is :func:`conelib.measures.phase_one_end` of that result.
+    A kernel-dynamics result matches when it follows the same trajectory (:func:`same_trajectory`;
+    the first of ``cfg.seeds``) and ran at least as many steps. Phase I's end is
+    :func:`conelib.measures.phase_one_end` of that result. Unreadable stored files are skipped.
 
     Returns:
         ``(step, config_hash)`` of the newest matching result, or ``(None, None)`` if none is
@@ -450,16 +557,27 @@ def matching_phase_one_end(cfg: SwitchingConfig, *, results_root: str | Path | N
     """
     from conelib.measures import phase_one_end
 
-    want = {k: getattr(cfg, k) for k in _TRAJECTORY_FIELDS}
+    ds = matching_kernel_dynamics(cfg, results_root=results_root)
+    if ds is None:
+        return None, None
+    return phase_one_end(ds, fraction=fraction), str(ds.attrs.get("config_hash"))
+
+
+def matching_kernel_dynamics(cfg: SwitchingConfig, *, seed: int | None = None,
+                             results_root: str | Path | None = None) -> xr.Dataset | None:
+    """The newest stored kernel-dynamics run of the same training as ``cfg`` for ``seed`` (default
+    ``cfg.seeds[0]``), at least as long (see :func:`same_trajectory`); ``None`` if there is none."""
+    from conelib.experiments.kernel_dynamics import config_of as kd_config_of
+
+    want = cfg.for_seed(cfg.seeds[0] if seed is None else seed)
     for ds in reversed(stored_results("kernel_dynamics", results_root)):
         try:
-            got = json.loads(ds.attrs["config_json"])
+            kd = kd_config_of(ds)
         except (KeyError, TypeError, ValueError):
             continue
-        same = all(_same(got.get(k), v) for k, v in want.items())
-        if same and int(got.get("steps", -1)) >= cfg.steps:
-            return phase_one_end(ds, fraction=fraction), str(ds.attrs.get("config_hash"))
-    return None, None
+        if same_trajectory(kd, want) and kd.steps >= want.steps:
+            return ds
+    return None
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -564,3 +682,86 @@ def summarize(ds: xr.Dataset, phase_end: int | None = None, *, tol: float = 0.00
         rank_correlation=rho,
         verdict=verdict,
     )
+
+
+@dataclass(frozen=True)
+class PairedGain:
+    """The gain in a final test metric from switching at ``t_to`` instead of ``t_from``, paired by seed.
+
+    For each seed :math:`s`, :math:`d_s = a_s(t_{to}) - a_s(t_{from})` (the same seed's data order,
+    initialisation and standard run up to :math:`t_{from}`, so the pairing removes most of the
+    seed-to-seed variation). ``mean`` is :math:`\\bar d`, and ``low`` / ``high`` the two-sided
+    Student-t interval :math:`\\bar d \\pm t_{1-\\alpha/2,\\,n-1}\\, s_d/\\sqrt{n}` at ``level``
+    (NaN with fewer than two seeds). ``n_positive`` counts the seeds with :math:`d_s > 0`.
+    """
+
+    metric: str
+    t_from: int
+    t_to: int
+    per_seed: tuple[float, ...]
+    mean: float
+    low: float
+    high: float
+    level: float
+    n_positive: int
+
+    @property
+    def n(self) -> int:
+        return len(self.per_seed)
+
+    def excludes_zero(self) -> bool:
+        """Whether the interval lies entirely above or below 0."""
+        return bool(np.isfinite(self.low) and (self.low > 0 or self.high < 0))
+
+
+def paired_gain(ds: xr.Dataset, t_from: int, t_to: int | None = None, *, metric: str = "final_test_acc",
+                level: float = 0.95) -> PairedGain:
+    """:class:`PairedGain` of ``metric`` between the switching steps ``t_from`` and ``t_to`` (default
+    the last, :math:`T`: the standard run).
+
+    Raises:
+        ValueError: a step that is not a switching step, or an unknown metric.
+    """
+    from scipy import stats
+
+    steps = ds["switch_step"].values.astype(int).tolist()
+    t_to = steps[-1] if t_to is None else int(t_to)
+    for t in (t_from, t_to):
+        if int(t) not in steps:
+            raise ValueError(f"{t} is not a switching step of this result; they are {steps}")
+    if metric not in ds or "switch_step" not in ds[metric].dims:
+        raise ValueError(f"metric={metric!r} is not a final metric over switch_step")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    d = (ds[metric].sel(switch_step=t_to) - ds[metric].sel(switch_step=int(t_from))).values.astype(float)
+    d = d[np.isfinite(d)]
+    mean = float(d.mean()) if d.size else float("nan")
+    if d.size >= 2:
+        half = float(stats.t.ppf(0.5 + level / 2, d.size - 1) * d.std(ddof=1) / np.sqrt(d.size))
+    else:
+        half = float("nan")
+    return PairedGain(metric, int(t_from), t_to, tuple(float(x) for x in d), mean, mean - half, mean + half,
+                      float(level), int((d > 0).sum()))
+
+
+def first_switch_after(ds: xr.Dataset, step: int) -> int | None:
+    """The first switching step at or after ``step`` that is before :math:`T` (``None`` if none)."""
+    steps = ds["switch_step"].values.astype(int)
+    later = steps[(steps >= int(step)) & (steps < steps.max())]
+    return int(later.min()) if later.size else None
+
+
+def paired_gain_table(ds: xr.Dataset, t_from: int, *, metric: str = "final_test_acc", level: float = 0.95):
+    """:func:`paired_gain` from ``t_from`` to every switching step, one row each (a DataFrame with
+    t, mean, low, high, n_positive, n and the per-seed differences as ``seed_<s>`` columns)."""
+    import pandas as pd
+
+    rows = []
+    seeds = ds["seed"].values.tolist()
+    for t in ds["switch_step"].values.astype(int):
+        g = paired_gain(ds, t_from, int(t), metric=metric, level=level)
+        row = {"t": int(t), "mean": g.mean, "low": g.low, "high": g.high, "n_positive": g.n_positive, "n": g.n}
+        d = (ds[metric].sel(switch_step=int(t)) - ds[metric].sel(switch_step=int(t_from))).values
+        row.update({f"seed_{s}": float(v) for s, v in zip(seeds, d)})
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -1,0 +1,232 @@
+"""The parameters of the experiment notebooks: one name for each, checked before anything runs.
+
+Each notebook (``notebooks/<name>.md``) has a cell tagged ``parameters``. Its first cell after
+that one calls :func:`resolve`, which collects every name assigned in the parameters cell and
+in papermill's injected cell (or by a user who added a line to the parameters cell in
+JupyterLab), and builds the configurations from them. A notebook's parameters are
+
+* every parameter of its experiment's configuration (:mod:`conelib.config`: ``lr``,
+  ``weight_decay``, ``steps``, ...; ``conelib params kernel_dynamics`` lists them), and
+* the notebook's own options (:class:`ChapterOptions`: ``profile``, ``models``, ``seeds``,
+  ``results_root``, ``recompute``).
+
+``None`` means "the profile's value". An unknown or mistyped name, or a value of the wrong type,
+raises :class:`conelib.config.ParameterError` naming the parameter and listing the valid ones,
+so the notebook stops before anything is trained or written -- through papermill as well as
+through ``conelib run`` (which calls :func:`check` before it starts papermill at all).
+"""
+
+from __future__ import annotations
+
+import ast
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from conelib.config import Config, ParameterError, param, unknown_names_error
+from conelib.models import MODELS
+
+__all__ = ["NOTEBOOKS", "ChapterOptions", "Resolved", "resolve", "check", "notebook_parameters", "MARKER"]
+
+#: the first line of every notebook's parameters cell (how :func:`resolve` finds it in the history)
+MARKER = "# Parameters of this notebook"
+
+
+@dataclass(frozen=True, init=False)
+class ChapterOptions(Config):
+    """What every experiment notebook takes besides its experiment's parameters."""
+
+    LABEL = "the notebook"
+
+    profile: str = param("mnist", "parameter set: conelib/profiles/<profile>.yaml (mnist, quick, paper) or a path")
+    models: tuple[str, ...] = param((), "the models to run and show, one run each; empty: the profile's list "
+                                    "(setting model runs that one)", check=lambda v: all(m in MODELS for m in v),
+                                    allowed=f"a list of {list(MODELS)}")
+    seeds: tuple[int, ...] = param((), "the seeds to run; empty: the profile's list (setting seed runs that one)",
+                                   unique=True, check=lambda v: all(s >= 0 for s in v),
+                                   allowed="a list of integers >= 0")
+    results_root: str | None = param(None, "where results are stored; None: the repository's results/", runtime=True)
+    recompute: bool = param(False, "train again even when a result for the configuration is stored", runtime=True)
+
+
+@dataclass(frozen=True)
+class NotebookSpec:
+    """A notebook: the profile section it reads and the configuration class of its runs."""
+
+    name: str
+    section: str
+    config: type[Config] | None
+
+
+def _specs() -> dict[str, NotebookSpec]:
+    from conelib.experiments import KernelDynamicsConfig, SwitchingConfig
+
+    return {
+        "kernel_dynamics": NotebookSpec("kernel_dynamics", "kernel_dynamics", KernelDynamicsConfig),
+        "switching": NotebookSpec("switching", "switching", SwitchingConfig),
+        "counterexample": NotebookSpec("counterexample", "counterexample", None),
+    }
+
+
+#: the experiment notebooks, in the order the book tells them
+NOTEBOOKS: tuple[str, ...] = ("kernel_dynamics", "switching", "counterexample")
+
+
+def notebook_parameters(name: str) -> dict[str, Any]:
+    """Every parameter of notebook ``name``: name -> :class:`conelib.config.Param`."""
+    spec = _spec(name)
+    out = dict(ChapterOptions.parameters())
+    if spec.config is not None:
+        own = spec.config.parameters()
+        out = {k: v for k, v in out.items() if not (k == "seeds" and "seeds" in own)}
+        out.update(own)
+    return out
+
+
+def _spec(name: str) -> NotebookSpec:
+    specs = _specs()
+    if name not in specs:
+        raise ParameterError("notebook", f"unknown notebook {name!r}; the notebooks are {list(specs)}")
+    return specs[name]
+
+
+@dataclass(frozen=True, repr=False)
+class Resolved:
+    """What :func:`resolve` found: the options, the runs' configurations, and each parameter's source.
+
+    Its text (``print``) and HTML (a notebook cell) are a table of every parameter that is not at
+    its default, with where its value came from.
+    """
+
+    notebook: str
+    options: ChapterOptions
+    configs: tuple[Config, ...]
+    given: Mapping[str, Any]
+
+    @property
+    def config(self) -> Config:
+        """The first run's configuration."""
+        return self.configs[0]
+
+    def rows(self) -> list[tuple[str, str, str]]:
+        if not self.configs:
+            return [(k, repr(v), "given") for k, v in self.given.items()]
+        flat = self.configs[0].flat()
+        params = self.configs[0].parameters()
+        rows = []
+        for k, v in flat.items():
+            src = "given" if k in self.given else ("profile" if v != params[k].default else "default")
+            if src != "default":
+                rows.append((k, repr(v), src))
+        for k in ("models", "seeds"):
+            vals = sorted({getattr(c, k[:-1]) for c in self.configs}, key=str)
+            if len(vals) > 1:
+                rows.append((k, repr(vals), "given" if k in self.given else "profile"))
+        return rows
+
+    def __str__(self) -> str:
+        head = f"{self.notebook}: profile {self.options.profile!r}, {len(self.configs)} run(s); parameters not at " \
+               "their default:"
+        return "\n".join([head, *(f"  {k} = {v}  ({src})" for k, v, src in self.rows())])
+
+    __repr__ = __str__
+
+    def _repr_html_(self) -> str:
+        import html
+
+        body = "".join(f"<tr><td><code>{html.escape(k)}</code></td><td><code>{html.escape(v)}</code></td>"
+                       f"<td>{src}</td></tr>" for k, v, src in self.rows())
+        return (f"<p>{html.escape(self.notebook)}: profile <code>{html.escape(self.options.profile)}</code>, "
+                f"{len(self.configs)} run(s). Parameters not at their default:</p>"
+                f"<table><tr><th>parameter</th><th>value</th><th>from</th></tr>{body}</table>")
+
+
+def check(name: str, given: Mapping[str, Any]) -> Resolved:
+    """Validate ``given`` parameters of notebook ``name`` and build its runs' configurations.
+
+    Raises:
+        conelib.config.ParameterError: an unknown name (with the closest valid one and the list of
+            all) or a bad value, naming the parameter.
+    """
+    from conelib.experiments.common import profile_runs
+
+    spec = _spec(name)
+    valid = notebook_parameters(name)
+    unknown = [k for k in given if k not in valid]
+    if unknown:
+        raise unknown_names_error(unknown, valid, f"notebook {name!r}")
+    given = {k: v for k, v in given.items() if v is not None}
+    opt_names = set(ChapterOptions.parameters())
+    own = spec.config.parameters() if spec.config is not None else {}
+    options = ChapterOptions(**{k: v for k, v in given.items() if k in opt_names and k not in own})
+    if spec.config is None:
+        return Resolved(name, options, (), given)
+    overrides = {k: v for k, v in given.items() if k in own}
+    if options.models:
+        overrides["models"] = list(options.models)
+    if options.seeds and "seeds" not in own:
+        overrides["seeds"] = list(options.seeds)
+    configs = profile_runs(spec.config, options.profile, spec.section, **overrides)
+    return Resolved(name, options, tuple(configs), given)
+
+
+# --------------------------------------------------------------------------------------------
+# reading the parameters out of a running notebook
+# --------------------------------------------------------------------------------------------
+
+_IPYTHON_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
+
+
+def _assigned_names(code: str) -> list[str]:
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return []
+    names: list[str] = []
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(
+            node, (ast.AnnAssign, ast.AugAssign)) else []
+        for t in targets:
+            for n in ast.walk(t):
+                if isinstance(n, ast.Name) and not n.id.startswith("_") and n.id not in names:
+                    names.append(n.id)
+    return names
+
+
+def _names_from_history(namespace: Mapping[str, Any]) -> list[str] | None:
+    """Names assigned since the last run of a parameters cell, from IPython's input history."""
+    history = namespace.get("In")
+    if not isinstance(history, list) or len(history) < 2:
+        return None
+    entries = history[:-1]  # the last entry is the cell running now
+    start = None
+    for i in range(len(entries) - 1, -1, -1):
+        if str(entries[i]).lstrip().startswith(MARKER):
+            start = i
+            break
+    if start is None:
+        return None
+    names: list[str] = []
+    for code in entries[start:]:
+        names += [n for n in _assigned_names(str(code)) if n not in names]
+    return names
+
+
+def _parameter_like(value: Any) -> bool:
+    return not isinstance(value, (types.ModuleType, types.FunctionType, type, types.BuiltinFunctionType))
+
+
+def resolve(name: str, namespace: Mapping[str, Any]) -> Resolved:
+    """The notebook's parameters, read from its namespace (``globals()``), checked (:func:`check`).
+
+    Which names are parameters: those assigned in the last executed parameters cell (its first
+    line is :data:`MARKER`) and in every cell after it until now, i.e. papermill's injected cell;
+    outside IPython, every public name of the namespace that is not a module, function or class.
+    """
+    names = _names_from_history(namespace)
+    if names is None:
+        names = [k for k, v in namespace.items()
+                 if not k.startswith("_") and k not in _IPYTHON_NAMES and _parameter_like(v)]
+    given = {k: namespace[k] for k in names if k in namespace}
+    return check(name, given)
