@@ -36,7 +36,7 @@ reproduce: setup
 
 # JupyterLab with the notebooks' MyST sources opening as notebooks (jupytext) and no network needed
 lab: setup
-	JUPYTERLAB_SETTINGS_DIR=$(CURDIR)/.jupyter/lab/user-settings $(VENV)/bin/jupyter lab notebooks/
+	$(PY) -m conelib lab
 
 clean-book:
 	rm -rf _build

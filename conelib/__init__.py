@@ -9,7 +9,8 @@ The public API, re-exported here:
 * models and data: :func:`build_model`, :func:`load_dataset`, :func:`probe_subset`
 * training: :class:`TrainConfig`, :func:`train`
 * results: :func:`load_or_compute`, :func:`save_result`, :func:`load_result`, :func:`config_hash`
-* measures: :func:`phase_one_end`, :func:`cone_width`, :func:`verdict`
+* measures: :func:`phase_one_end`, :func:`laziness`, :func:`floor_exponent`, :func:`growth_exponents`,
+  :func:`verdict`
 * experiments: :mod:`conelib.experiments`; charts: :mod:`conelib.charts`
 """
 
@@ -23,7 +24,8 @@ from conelib.kernels import (
     kernel_velocity,
     pairwise_distances,
 )
-from conelib.measures import cone_width, phase_one_end, trajectory_dataset, velocity_drop, verdict
+from conelib.measures import floor_exponent, growth_exponents, laziness, phase_one_end, verdict
+from conelib.trajectory import trajectory_dataset
 from conelib.models import MODELS, NORMS
 from conelib.models import build as build_model
 from conelib.ntk import empirical_ntk, ntk_fn
@@ -38,7 +40,7 @@ __all__ = [
     "empirical_ntk", "ntk_fn",
     "KernelTrajectory", "adjacent_distance", "cone_embedding", "distance_to_reference", "kernel_distance",
     "kernel_velocity", "pairwise_distances",
-    "cone_width", "phase_one_end", "trajectory_dataset", "velocity_drop", "verdict",
+    "floor_exponent", "growth_exponents", "laziness", "phase_one_end", "trajectory_dataset", "verdict",
     "config_hash", "load_or_compute", "load_result", "save_result", "stored_results",
     "TrainConfig", "TrainingDivergedError", "train",
 ]

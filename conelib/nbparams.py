@@ -27,7 +27,7 @@ from typing import Any
 from conelib.config import Config, ParameterError, param, unknown_names_error
 from conelib.models import MODELS
 
-__all__ = ["NOTEBOOKS", "ChapterOptions", "Resolved", "resolve", "check", "notebook_parameters", "MARKER"]
+__all__ = ["NOTEBOOKS", "AtlasOptions", "ChapterOptions", "Resolved", "resolve", "check", "notebook_parameters", "MARKER"]
 
 #: the first line of every notebook's parameters cell (how :func:`resolve` finds it in the history)
 MARKER = "# Parameters of this notebook"
@@ -50,13 +50,29 @@ class ChapterOptions(Config):
     recompute: bool = param(False, "train again even when a result for the configuration is stored", runtime=True)
 
 
+@dataclass(frozen=True, init=False)
+class AtlasOptions(Config):
+    """The parameters of the atlas chapter ("When does the cone appear?")."""
+
+    LABEL = "the atlas notebook"
+
+    grid: str = param("atlas", "the sweep's grid: a name in sweeps/ (atlas) or the path of a grid file")
+    results_root: str | None = param(None, "where the runs and the summary are stored; None: the repository's "
+                                     "results/", runtime=True)
+    compute: bool = param(False, "run the grid points that are not stored (conelib sweep does the same); False: "
+                                 "only read what is stored", runtime=True)
+    workers: int = param(2, "Dask workers when computing", check=lambda v: v >= 1, allowed="an integer >= 1",
+                         runtime=True)
+
+
 @dataclass(frozen=True)
 class NotebookSpec:
-    """A notebook: the profile section it reads and the configuration class of its runs."""
+    """A notebook: the profile section it reads, the configuration class of its runs, its options."""
 
     name: str
     section: str
     config: type[Config] | None
+    options: type[Config] = ChapterOptions
 
 
 def _specs() -> dict[str, NotebookSpec]:
@@ -65,7 +81,7 @@ def _specs() -> dict[str, NotebookSpec]:
     return {
         "kernel_dynamics": NotebookSpec("kernel_dynamics", "kernel_dynamics", KernelDynamicsConfig),
         "switching": NotebookSpec("switching", "switching", SwitchingConfig),
-        "counterexample": NotebookSpec("counterexample", "counterexample", None),
+        "counterexample": NotebookSpec("counterexample", "counterexample", None, AtlasOptions),
     }
 
 
@@ -76,7 +92,7 @@ NOTEBOOKS: tuple[str, ...] = ("kernel_dynamics", "switching", "counterexample")
 def notebook_parameters(name: str) -> dict[str, Any]:
     """Every parameter of notebook ``name``: name -> :class:`conelib.config.Param`."""
     spec = _spec(name)
-    out = dict(ChapterOptions.parameters())
+    out = dict(spec.options.parameters())
     if spec.config is not None:
         own = spec.config.parameters()
         out = {k: v for k, v in out.items() if not (k == "seeds" and "seeds" in own)}
@@ -100,7 +116,7 @@ class Resolved:
     """
 
     notebook: str
-    options: ChapterOptions
+    options: Config
     configs: tuple[Config, ...]
     given: Mapping[str, Any]
 
@@ -111,7 +127,9 @@ class Resolved:
 
     def rows(self) -> list[tuple[str, str, str]]:
         if not self.configs:
-            return [(k, repr(v), "given") for k, v in self.given.items()]
+            params = self.options.parameters()
+            return [(k, repr(v), "given" if k in self.given else "default") for k, v in self.options.flat().items()
+                    if k in self.given or v != params[k].default]
         flat = self.configs[0].flat()
         params = self.configs[0].parameters()
         rows = []
@@ -126,8 +144,9 @@ class Resolved:
         return rows
 
     def __str__(self) -> str:
-        head = f"{self.notebook}: profile {self.options.profile!r}, {len(self.configs)} run(s); parameters not at " \
-               "their default:"
+        profile = getattr(self.options, "profile", None)
+        head = (f"{self.notebook}: " + (f"profile {profile!r}, {len(self.configs)} run(s); " if profile else "")
+                + "parameters not at their default:")
         return "\n".join([head, *(f"  {k} = {v}  ({src})" for k, v, src in self.rows())])
 
     __repr__ = __str__
@@ -137,8 +156,9 @@ class Resolved:
 
         body = "".join(f"<tr><td><code>{html.escape(k)}</code></td><td><code>{html.escape(v)}</code></td>"
                        f"<td>{src}</td></tr>" for k, v, src in self.rows())
-        return (f"<p>{html.escape(self.notebook)}: profile <code>{html.escape(self.options.profile)}</code>, "
-                f"{len(self.configs)} run(s). Parameters not at their default:</p>"
+        profile = getattr(self.options, "profile", None)
+        what = f"profile <code>{html.escape(profile)}</code>, {len(self.configs)} run(s). " if profile else ""
+        return (f"<p>{html.escape(self.notebook)}: {what}Parameters not at their default:</p>"
                 f"<table><tr><th>parameter</th><th>value</th><th>from</th></tr>{body}</table>")
 
 
@@ -157,9 +177,9 @@ def check(name: str, given: Mapping[str, Any]) -> Resolved:
     if unknown:
         raise unknown_names_error(unknown, valid, f"notebook {name!r}")
     given = {k: v for k, v in given.items() if v is not None}
-    opt_names = set(ChapterOptions.parameters())
+    opt_names = set(spec.options.parameters())
     own = spec.config.parameters() if spec.config is not None else {}
-    options = ChapterOptions(**{k: v for k, v in given.items() if k in opt_names and k not in own})
+    options = spec.options(**{k: v for k, v in given.items() if k in opt_names and k not in own})
     if spec.config is None:
         return Resolved(name, options, (), given)
     overrides = {k: v for k, v in given.items() if k in own}

@@ -62,8 +62,9 @@ def run_label(ds: xr.Dataset) -> dict[str, Any]:
 def run_summary(ds: xr.Dataset, **verdict_kwargs: Any) -> dict[str, Any]:
     """One row of numbers for a kernel-dynamics run (see the module docstring).
 
-    Keys: model, seed, config_hash, T, phase_one_end, velocity_drop, cone_final,
-    late_growth_share, verdict (of :func:`conelib.measures.verdict` with ``verdict_kwargs``),
+    Keys: model, seed, config_hash, T, the measures of :func:`conelib.measures.verdict` (with
+    ``verdict_kwargs``: phase_one_end, drop, laziness, floor_exponent, max_growth_exponent,
+    plateau_refs, late_growth_share, embedding_share, verdict),
     fit_99 and fit_100 (:func:`fit_step`), final_test_acc, final_train_acc, final_train_loss,
     floor_dt<dt> for every dt, dist_T_tau<tau> (:math:`S(\\theta_T, \\theta_\\tau)`) for every tau,
     dist_T_init.
@@ -73,9 +74,13 @@ def run_summary(ds: xr.Dataset, **verdict_kwargs: Any) -> dict[str, Any]:
     row.update({
         "T": int(ds["step"].max()),
         "phase_one_end": v.phase_one_end,
-        "velocity_drop": v.velocity_drop,
-        "cone_final": v.cone_final,
+        "drop": v.drop,
+        "laziness": v.laziness,
+        "floor_exponent": v.floor_exponent,
+        "max_growth_exponent": v.max_growth_exponent,
+        "plateau_refs": None if v.n_refs is None else f"{v.plateau_refs}/{v.n_refs}",
         "late_growth_share": v.late_growth_share,
+        "embedding_share": v.embedding_share,
         "verdict": v.verdict,
         "fit_99": fit_step(ds, 0.99),
         "fit_100": fit_step(ds, 1.0),

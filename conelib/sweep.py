@@ -10,14 +10,19 @@ summary Dataset whose dimensions are the swept fields.
 A grid file (YAML)::
 
     # sweeps/example.yaml
-    base:                      # KernelDynamicsConfig fields shared by every run
-      profile: quick           # optional: start from profiles/quick.yaml's kernel_dynamics section
-      steps: 1000              # ... and override some of its fields
-    grid:                      # field -> values; the runs are the cartesian product
-      lr: [0.005, 0.05]
-      weight_decay: [0.0, 5.0e-4]
-      model: [lenet5, lenet_300_100]
-    results_root: null         # optional; default: the repository's results/
+    base:                      # parameters shared by every run (any of `conelib params kernel_dynamics`)
+      profile: mnist           # optional: start from a profile's kernel_dynamics section
+      model: lenet_300_100     # ... and override some of its parameters
+    grid:                      # parameter -> values, crossed with everything (here: two seeds)
+      seed: [0, 1]
+    blocks:                    # optional: a union of small cartesian products ("factor pairs")
+      - {lr: [0.03, 0.3], batch_size: [32, 512]}
+      - {output_scale: [1, 16]}
+    results_root: null         # optional (relative: to this file); default: the repository's results/
+
+Without ``blocks`` the runs are the cartesian product of ``grid``. With them, each block's product
+is crossed with ``grid``; a configuration reached twice (the base setting, typically) is one run.
+Values are coerced like any parameter (``1e-3`` is a number).
 
 Running it (each configuration is one Dask task; the CLI and Python do the same thing)::
 
@@ -53,35 +58,40 @@ Guarantees:
   (:class:`JobFailure`) and does not cancel the others.
 * **Resumable.** Running the same grid again submits only the missing and failed configurations.
 
-The summary (:func:`summarize`) is stored with :func:`conelib.results.save_result` under
-``<results_root>/sweeps/<grid hash>.nc``; the grid hash covers the resolved base configuration and
-the axes, not the profile's name or the file's path.
+* **Nothing silent.** ``conelib sweep`` exits 1 when any run failed; a failed job leaves a
+  ``<hash>.failed.json`` record beside the results, and the summary lists every run of the grid
+  as stored, failed (with its error), unreadable or missing.
+
+The summary (:func:`summarize`: one row per run, the measures of :mod:`conelib.measures`, the
+runs' curves, and the verdict counts for other thresholds) is stored with
+:func:`conelib.results.save_result` under ``<results_root>/sweeps/<grid hash>.nc``; the grid hash
+covers the resolved base configuration, the axes and the blocks, not the profile's name or the
+file's path.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
-import logging
 import json
+import logging
 import os
 import time
 import traceback
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import xarray as xr
-import yaml
 
-from conelib.experiments.kernel_dynamics import EXPERIMENT, KernelDynamicsConfig, kernel_dynamics
-from conelib.measures import VERDICTS, check_thresholds, verdict
+from conelib.atomic import atomic_write
 from conelib.config import ParameterError, coerce, unknown_names_error
+from conelib.experiments.kernel_dynamics import EXPERIMENT, KernelDynamicsConfig, kernel_dynamics
+from conelib.measures import THRESHOLDS, VERDICTS, check_thresholds, verdict
 from conelib.profiles import load_profile, merge
-from conelib.yamlio import load_file
 from conelib.results import (
     config_hash,
     load_result,
@@ -91,16 +101,19 @@ from conelib.results import (
     result_status,
     save_result,
 )
+from conelib.yamlio import load_file
 
 __all__ = [
     "GRID_KEYS",
     "SUMMARY_EXPERIMENT",
+    "SENSITIVITY",
     "Grid",
     "GridPoint",
     "JobFailure",
     "SweepJobError",
     "SweepReport",
     "expand_grid",
+    "failure_path",
     "load_grid",
     "pending",
     "run_sweep",
@@ -110,13 +123,20 @@ __all__ = [
 ]
 
 #: top-level keys of a grid file
-GRID_KEYS: tuple[str, ...] = ("base", "grid", "results_root")
+GRID_KEYS: tuple[str, ...] = ("base", "grid", "blocks", "results_root")
 #: summaries are stored as ``<results_root>/<SUMMARY_EXPERIMENT>/<grid hash>.nc``
 SUMMARY_EXPERIMENT = "sweeps"
 #: integer code of a grid point whose result is not stored (in ``verdict_code``)
 MISSING_CODE = -1
-
-_VERDICT_PARAMS = {"fraction", "min_phase_two", "smooth", "lazy_tol", "plateau_share"}
+#: the other values of each threshold at which the summary also counts the verdicts (one change at
+#: a time from :data:`conelib.measures.THRESHOLDS`): the sensitivity table of the book
+SENSITIVITY: dict[str, tuple[float, ...]] = {
+    "fraction": (0.05, 0.2),
+    "min_drop": (2.0, 8.0),
+    "hold": (0.0, 0.2),
+    "lazy_ratio": (0.05, 0.2),
+    "plateau_exponent": (0.15, 0.35),
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -124,20 +144,48 @@ _VERDICT_PARAMS = {"fraction", "min_phase_two", "smooth", "lazy_tol", "plateau_s
 # --------------------------------------------------------------------------------------------
 
 
+def _axes(raw: Any, where: str) -> dict[str, tuple[Any, ...]]:
+    """Validated axes: parameter -> its values, coerced like any parameter."""
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"{where} must be a mapping: parameter -> list of values")
+    params = KernelDynamicsConfig.parameters()
+    unknown = [n for n in raw if n not in params]
+    if unknown:
+        raise unknown_names_error(unknown, params, where)
+    axes: dict[str, tuple[Any, ...]] = {}
+    for name, values in raw.items():
+        if params[name].runtime:
+            raise ParameterError(name, f"grid parameter {name!r} says where/how to run, not what is computed "
+                                 f"(a runtime parameter): set it under 'base', do not sweep it")
+        if not isinstance(values, (list, tuple)) or len(values) == 0:
+            raise ParameterError(name, f"grid parameter {name!r} must list at least one value, got {values!r}")
+        vals = tuple(coerce(params[name], v) for v in values)
+        if len(set(map(repr, vals))) != len(vals):
+            raise ParameterError(name, f"grid parameter {name!r} lists a value twice: {list(values)}")
+        axes[name] = vals
+    return axes
+
+
 @dataclass(frozen=True)
 class Grid:
-    """A sweep: a base :class:`KernelDynamicsConfig` and the values of the swept fields.
+    """A sweep: a base :class:`KernelDynamicsConfig`, and the values of the swept parameters.
+
+    The runs are the union over ``blocks`` of each block's cartesian product, each crossed with the
+    cartesian product of ``axes`` (e.g. the seeds); without blocks, just the product of ``axes``.
+    A configuration reached by several blocks (typically the base setting) is one run.
 
     Attributes:
         base: every parameter of the base configuration by name (a profile, if one was named,
             already merged).
-        axes: swept parameter -> its values, coerced like any parameter (the summary's dimensions).
+        axes: swept parameter -> its values, crossed with every block.
+        blocks: each a mapping swept parameter -> values (an "atlas" of factor pairs).
         results_root: where results are stored (``None``: :func:`conelib.results.default_results_root`).
         source: the grid file, if it came from one.
     """
 
     base: Mapping[str, Any]
     axes: Mapping[str, tuple[Any, ...]]
+    blocks: tuple[Mapping[str, tuple[Any, ...]], ...] = ()
     results_root: str | None = None
     source: str | None = None
 
@@ -160,43 +208,54 @@ class Grid:
             for key in ("models", "seeds"):  # a profile's lists of runs: a grid sweeps model/seed itself
                 base.pop(key, None)
         base_cfg = KernelDynamicsConfig.from_mapping(base, where=f"'base' of {where}")
-        raw_axes = mapping.get("grid")
-        if not isinstance(raw_axes, Mapping) or not raw_axes:
-            raise ValueError(f"key 'grid' of {where} must be a non-empty mapping: parameter -> list of values")
-        params = KernelDynamicsConfig.parameters()
-        unknown = [n for n in raw_axes if n not in params]
-        if unknown:
-            raise unknown_names_error(unknown, params, f"'grid' of {where}")
-        axes: dict[str, tuple[Any, ...]] = {}
-        for name, values in raw_axes.items():
-            if params[name].runtime:
-                raise ParameterError(name, f"grid parameter {name!r} says where/how to run, not what is computed "
-                                     f"(a runtime parameter): set it under 'base', do not sweep it")
-            if not isinstance(values, (list, tuple)) or len(values) == 0:
-                raise ParameterError(name, f"grid parameter {name!r} must list at least one value, got {values!r}")
-            vals = tuple(coerce(params[name], v) for v in values)
-            if len(set(map(repr, vals))) != len(vals):
-                raise ParameterError(name, f"grid parameter {name!r} lists a value twice: {list(values)}")
-            axes[name] = vals
+        raw_axes = mapping.get("grid") or {}
+        raw_blocks = mapping.get("blocks") or []
+        if not raw_axes and not raw_blocks:
+            raise ValueError(f"key 'grid' of {where} must be a non-empty mapping: parameter -> list of values "
+                             "(or give 'blocks')")
+        axes = _axes(raw_axes, f"'grid' of {where}")
+        if not isinstance(raw_blocks, (list, tuple)):
+            raise ValueError(f"key 'blocks' of {where} must be a list of mappings: parameter -> list of values")
+        blocks = tuple(_axes(b, f"block {i} of {where}") for i, b in enumerate(raw_blocks))
+        for i, b in enumerate(blocks):
+            both = sorted(set(b) & set(axes))
+            if both or not b:
+                raise ValueError(f"block {i} of {where} must be non-empty and sweep none of the 'grid' parameters "
+                                 f"{list(axes)}; it has {sorted(b)}")
         root = mapping.get("results_root")
         if root is not None and not isinstance(root, (str, os.PathLike)):
             raise ValueError(f"key 'results_root' of {where} must be a path or null, got {root!r}")
         if root is not None and source is not None and not Path(root).expanduser().is_absolute():
             root = Path(source).resolve().parent / root  # relative to the grid file
-        grid = cls(base_cfg.flat(), axes, None if root is None else str(root), source)
+        grid = cls(base_cfg.flat(), axes, blocks, None if root is None else str(root), source)
         expand_grid(grid)  # every point must be a valid configuration
         return grid
 
     @property
+    def swept(self) -> list[str]:
+        """Every swept parameter: the blocks' (in order of appearance), then the axes'."""
+        names: list[str] = []
+        for b in self.blocks:
+            names += [n for n in b if n not in names]
+        return names + [n for n in self.axes if n not in names]
+
+    @property
     def size(self) -> int:
-        return int(np.prod([len(v) for v in self.axes.values()]))
+        return len(expand_grid(self))
+
+    def block_label(self, i: int) -> str:
+        return " × ".join(self.blocks[i]) if self.blocks else " × ".join(self.axes)
 
     def identity(self) -> dict[str, Any]:
-        """What the grid computes: the base configuration's identity and the axes."""
+        """What the grid computes: the base configuration's identity (swept parameters left out),
+        the axes and the blocks."""
         base = KernelDynamicsConfig.from_mapping(self.base).identity()
-        for name in self.axes:
+        for name in self.swept:
             base.pop(name, None)
-        return {"base": base, "grid": {k: list(v) for k, v in self.axes.items()}}
+        out: dict[str, Any] = {"base": base, "grid": {k: list(v) for k, v in self.axes.items()}}
+        if self.blocks:
+            out["blocks"] = [{k: list(v) for k, v in b.items()} for b in self.blocks]
+        return out
 
     @property
     def hash(self) -> str:
@@ -213,27 +272,40 @@ def load_grid(path: str | os.PathLike) -> Grid:
 
 
 class GridPoint(NamedTuple):
-    """One run of a sweep: its coordinates on the grid and its full configuration."""
+    """One run of a sweep: its swept values (``coords``; the base value where a block does not vary
+    a parameter), the blocks it belongs to, and its full configuration."""
 
     coords: dict[str, Any]
     config: KernelDynamicsConfig
+    blocks: tuple[int, ...] = (0,)
 
 
 def expand_grid(grid: Grid) -> list[GridPoint]:
-    """The cartesian product of the axes applied to the base configuration, in row-major order.
+    """Every run of the grid, in order of first appearance (blocks in order, each row-major).
 
     Raises:
-        ValueError: naming the grid point whose configuration is invalid.
+        ParameterError: naming the grid point whose configuration is invalid.
     """
-    names = list(grid.axes)
-    points = []
-    for combo in itertools.product(*(grid.axes[n] for n in names)):
-        coords = dict(zip(names, combo))
-        try:
-            cfg = KernelDynamicsConfig.from_mapping({**grid.base, **coords})
-        except ParameterError as err:
-            raise ParameterError(err.name, f"grid point {coords} is not a valid configuration: {err}") from None
-        points.append(GridPoint(coords, cfg))
+    blocks = grid.blocks or ({},)
+    names = grid.swept
+    seen: dict[str, int] = {}
+    points: list[GridPoint] = []
+    for b, block in enumerate(blocks):
+        dims = {**block, **grid.axes}
+        for combo in itertools.product(*dims.values()):
+            values = dict(zip(dims, combo))
+            try:
+                cfg = KernelDynamicsConfig.from_mapping({**grid.base, **values})
+            except ParameterError as err:
+                raise ParameterError(err.name, f"grid point {values} is not a valid configuration: {err}") from None
+            h = config_hash(cfg.identity())
+            if h in seen:
+                i = seen[h]
+                points[i] = points[i]._replace(blocks=(*points[i].blocks, b))
+                continue
+            coords = {n: getattr(cfg, n) for n in names}
+            seen[h] = len(points)
+            points.append(GridPoint(coords, cfg, (b,)))
     return points
 
 
@@ -245,6 +317,12 @@ def pending(grid: Grid, results_root: str | os.PathLike | None = None) -> list[G
     """The grid points whose result is not stored yet (what a sweep would submit)."""
     root = _root(grid, results_root)
     return [p for p in expand_grid(grid) if result_status(result_path(EXPERIMENT, p.config.identity(), root)) != "ok"]
+
+
+def failure_path(config: KernelDynamicsConfig, root: str | os.PathLike | None) -> Path:
+    """``<root>/kernel_dynamics/<hash>.failed.json``: the record of a run whose last sweep job failed."""
+    p = result_path(EXPERIMENT, config.identity(), root)
+    return p.with_name(p.stem + ".failed.json")
 
 
 # --------------------------------------------------------------------------------------------
@@ -266,11 +344,19 @@ def _run_job(config: dict[str, Any], results_root: str, torch_threads: int | Non
 
     if torch_threads:
         torch.set_num_threads(int(torch_threads))
+    cfg = KernelDynamicsConfig.from_mapping(config)
+    record = failure_path(cfg, results_root)
     try:
-        cfg = KernelDynamicsConfig.from_mapping(config)
         ds = kernel_dynamics(cfg, results_root=results_root, progress=False)
     except Exception as err:  # noqa: BLE001 - every failure is reported with its configuration
+        info = {"error": f"{type(err).__name__}: {err}", "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "config": cfg.identity()}
+        try:  # the summary lists it as failed, with its error, until a later job succeeds
+            atomic_write(record, lambda tmp: Path(tmp).write_text(json.dumps(info, default=str) + "\n"))
+        except OSError:
+            pass
         raise SweepJobError(f"{type(err).__name__}: {err}\n{traceback.format_exc()}") from None
+    record.unlink(missing_ok=True)
     return {"config_hash": str(ds.attrs["config_hash"]), "wall_seconds": float(ds.attrs.get("wall_seconds", np.nan))}
 
 
@@ -314,7 +400,9 @@ class SweepReport:
         return not self.failed
 
     def __str__(self) -> str:
-        axes = " × ".join(f"{k} ({len(v)})" for k, v in self.grid.axes.items())
+        axes = "; ".join(self.grid.block_label(i) for i in range(max(1, len(self.grid.blocks))))
+        if self.grid.blocks and self.grid.axes:
+            axes += f"; each × {' × '.join(self.grid.axes)}"
         lines = [
             f"sweep {self.grid.source or '<grid>'} (grid {self.grid.hash}): {self.total} configurations over {axes}",
             f"  already stored: {len(self.skipped)}, computed now: {len(self.completed)}, failed: {len(self.failed)}"
@@ -328,8 +416,9 @@ class SweepReport:
         if self.summary_path is not None:
             lines.append(f"  summary: {self.summary_path}")
         if self.summary is not None:
-            cols = ["verdict", "phase_one_end", "late_growth_share", "velocity_drop", "final_test_acc"]
-            df = self.summary[cols].to_dataframe()
+            cols = [*self.grid.swept, "status", "verdict", "phase_one_end", "laziness", "max_growth_exponent",
+                    "floor_exponent", "final_test_acc"]
+            df = self.summary.reset_coords()[cols].to_dataframe()
             lines.append("  " + df.to_string(float_format=lambda x: f"{x:.3g}").replace("\n", "\n  "))
         return "\n".join(lines)
 
@@ -467,24 +556,29 @@ def summary_path(grid: Grid, results_root: str | os.PathLike | None = None) -> P
 
 
 def _coord_values(values: Sequence[Any]) -> np.ndarray:
-    """netCDF-safe coordinate values: numbers and strings as they are; None, bools, tuples as text."""
-    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-        return np.asarray(values)
-    if all(isinstance(v, str) for v in values):
-        return np.asarray(values, dtype=object)
+    """netCDF-safe coordinate values: numbers as numbers (None as NaN), else text."""
+    if all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in values):
+        return np.asarray([np.nan if v is None else v for v in values], dtype=float)
     return np.asarray(["none" if v is None else json.dumps(v) if isinstance(v, (bool, tuple, list)) else str(v)
                        for v in values], dtype=object)
 
 
-#: the summary's variables: name -> (long_name, units)
+#: the summary's per-run variables: name -> (long_name, units)
 SUMMARY_VARIABLES: dict[str, tuple[str, str]] = {
+    "status": ("stored | failed | missing | unreadable", ""),
+    "error": ("the error of the last failed job ('' when none)", ""),
     "verdict": ("verdict of conelib.measures.verdict ('missing' when the run is not stored)", ""),
     "verdict_code": ("index of the verdict in conelib.measures.VERDICTS (-1: not stored)", "1"),
     "phase_one_end": ("end of Phase I t* (NaN: no two phases)", "steps"),
     "phase_one_end_frac": ("end of Phase I as a fraction of the run, t*/T", "1"),
-    "cone_final": ("distance from H(t*) at the end, fitted: ĝ(T)", "1"),
-    "late_growth_share": ("late-growth share (ĝ(T) - ĝ(m)) / ĝ(T)", "1"),
-    "velocity_drop": ("peak / late median of the smoothed kernel velocity", "1"),
+    "drop": ("peak / Phase II floor of the smoothed S(t, t+dt), largest dt", "1"),
+    "laziness": ("chord c(t*, T) / c(0, t*): how far the kernel turns in Phase II relative to Phase I", "1"),
+    "floor_exponent": ("log-log slope of the Phase II floor of c(t, t+dt) against dt", "1"),
+    "max_growth_exponent": ("largest log-log slope of c(t, tau) against t - tau, tau >= t*", "1"),
+    "plateau_refs": ("judged reference steps that plateau", "1"),
+    "n_refs": ("judged reference steps", "1"),
+    "late_growth_share": ("late-growth share of S(t, t*) (1 - 2^-p for S ~ (t - t*)^p)", "1"),
+    "embedding_share": ("share of the Phase II chord distances kept by the 2-D embedding", "1"),
     "dist_to_init_final": ("kernel distance from initialisation at the end S(θ_T, θ_0)", "1"),
     "final_test_acc": ("test accuracy at the last step", "1"),
     "final_train_acc": ("train accuracy at the last step", "1"),
@@ -492,6 +586,19 @@ SUMMARY_VARIABLES: dict[str, tuple[str, str]] = {
     "wall_seconds": ("wall time of the run (training + eNTK snapshots)", "s"),
     "config_hash": ("config hash of the run's stored Dataset", ""),
 }
+#: the curves of every stored run kept in the summary (for the atlas' Figure 1 panels)
+CURVES: tuple[str, ...] = ("dist_to_ref", "adjacent_distance", "dist_to_init", "cone_x", "cone_y", "train_acc",
+                           "train_loss", "test_acc")
+_NUMERIC = ("phase_one_end", "phase_one_end_frac", "drop", "laziness", "floor_exponent", "max_growth_exponent",
+            "plateau_refs", "n_refs", "late_growth_share", "embedding_share", "dist_to_init_final",
+            "final_test_acc", "final_train_acc", "final_train_loss", "wall_seconds")
+
+
+def _sensitivity_settings() -> list[tuple[str, dict[str, float]]]:
+    out = [("defaults", {})]
+    for name, values in SENSITIVITY.items():
+        out += [(f"{name}={v:g}", {name: v}) for v in values]
+    return out
 
 
 def summarize(
@@ -499,63 +606,103 @@ def summarize(
     results_root: str | os.PathLike | None = None,
     *,
     save: bool = True,
-    **verdict_kwargs: Any,
+    **thresholds: Any,
 ) -> xr.Dataset:
-    """One Dataset of the measures over the grid's dimensions, from the stored runs.
+    """One Dataset over the grid's runs (dimension ``run``), read from the stored runs.
 
-    Each grid point's stored Dataset is read and passed to :func:`conelib.measures.verdict`
-    (``verdict_kwargs`` change its thresholds). Points not stored get ``verdict = "missing"``,
-    ``verdict_code = -1`` and NaN measures. ``verdict_code`` carries the legend as CF
-    ``flag_values``/``flag_meanings`` attributes. With ``save``, the summary is stored atomically
-    at :func:`summary_path` (a few kB).
+    Every run of the grid is a row, whatever happened to it: ``status`` is ``stored``, ``failed``
+    (with the job's ``error``, from the record :func:`run_sweep` leaves), ``unreadable`` (a file
+    that cannot be read or fails its checksum: it counts as missing) or ``missing``. Stored runs
+    get the measures of :func:`conelib.measures.verdict` (``thresholds`` override its defaults),
+    their final accuracies, and their curves (:data:`CURVES`, float32) for the atlas' panels.
+    The swept parameters are coordinates over ``run``; ``in_block`` says which blocks each run
+    belongs to. ``verdict_counts`` (``setting`` × ``verdict``) counts the verdicts of the stored runs
+    at the defaults and with each threshold of :data:`SENSITIVITY` changed alone. With ``save``,
+    the summary is stored atomically at :func:`summary_path`.
     """
-    unknown = sorted(set(verdict_kwargs) - _VERDICT_PARAMS)
-    if unknown:
-        raise ValueError(f"unknown verdict parameter(s) {unknown}; allowed: {sorted(_VERDICT_PARAMS)}")
-    check_thresholds(**verdict_kwargs)
+    t = check_thresholds(**thresholds)
     root = _root(grid, results_root)
     points = expand_grid(grid)
-    dims = list(grid.axes)
-    shape = tuple(len(grid.axes[d]) for d in dims)
-    num = {k: np.full(shape, np.nan) for k in SUMMARY_VARIABLES if k not in ("verdict", "verdict_code", "config_hash")}
-    labels = np.full(shape, "missing", dtype=object)
-    codes = np.full(shape, MISSING_CODE, dtype=np.int16)
-    hashes = np.full(shape, "", dtype=object)
-    index = list(itertools.product(*(range(n) for n in shape)))
-    for idx, p in zip(index, points):
-        h = config_hash(p.config.identity())
-        hashes[idx] = h
+    n = len(points)
+    num = {k: np.full(n, np.nan) for k in _NUMERIC}
+    status = np.full(n, "missing", dtype=object)
+    errors = np.full(n, "", dtype=object)
+    labels = np.full(n, "missing", dtype=object)
+    codes = np.full(n, MISSING_CODE, dtype=np.int16)
+    hashes = np.asarray([config_hash(p.config.identity()) for p in points], dtype=object)
+    settings = _sensitivity_settings()
+    counts = np.zeros((len(settings), len(VERDICTS)), dtype=np.int32)
+    curves: list[xr.Dataset | None] = []
+    for i, p in enumerate(points):
         path = result_path(EXPERIMENT, p.config.identity(), root)
+        record = failure_path(p.config, root)
+        curves.append(None)
         if not path.exists():
+            if record.is_file():
+                status[i] = "failed"
+                try:
+                    errors[i] = json.loads(record.read_text()).get("error", "")
+                except (OSError, ValueError):
+                    errors[i] = "(unreadable failure record)"
             continue
         try:
             ds = load_result(path)
         except (OSError, ValueError) as err:  # unreadable or changed: counts as missing
             warnings.warn(f"stored run {path} at {p.coords} is not usable and counts as missing: {err}",
                           RuntimeWarning, stacklevel=2)
+            status[i], errors[i] = "unreadable", f"{type(err).__name__}: {err}"
             continue
         try:
-            v = verdict(ds, **verdict_kwargs)
+            v = verdict(ds, **t)
+            for s, (_, change) in enumerate(settings):
+                counts[s, verdict(ds, **{**t, **change}).code] += 1
         except ValueError as err:  # a stored run the measures cannot read stays "missing", with a warning
             warnings.warn(f"stored run {path} at {p.coords} could not be measured: {err}", RuntimeWarning, stacklevel=2)
+            status[i], errors[i] = "unreadable", f"{type(err).__name__}: {err}"
             continue
-        labels[idx], codes[idx] = v.verdict, v.code
+        status[i] = "stored"
+        labels[i], codes[i] = v.verdict, v.code
         T = float(ds["step"].max())
-        for key, val in (("phase_one_end", v.phase_one_end), ("cone_final", v.cone_final),
-                         ("late_growth_share", v.late_growth_share), ("velocity_drop", v.velocity_drop)):
-            num[key][idx] = np.nan if val is None else float(val)
-        num["phase_one_end_frac"][idx] = np.nan if v.phase_one_end is None else v.phase_one_end / T
-        num["dist_to_init_final"][idx] = float(ds["dist_to_init"].isel(step=-1))
+        for key in ("phase_one_end", "drop", "laziness", "floor_exponent", "max_growth_exponent", "plateau_refs",
+                    "n_refs", "late_growth_share", "embedding_share"):
+            val = getattr(v, key)
+            num[key][i] = np.nan if val is None else float(val)
+        num["phase_one_end_frac"][i] = np.nan if v.phase_one_end is None else v.phase_one_end / T
+        num["dist_to_init_final"][i] = float(ds["dist_to_init"].isel(step=-1))
         for key, var in (("final_test_acc", "test_acc"), ("final_train_acc", "train_acc"),
                          ("final_train_loss", "train_loss")):
             if var in ds:
-                num[key][idx] = float(ds[var].isel(step=-1))
-        num["wall_seconds"][idx] = float(ds.attrs.get("wall_seconds", np.nan))
-    data_vars: dict[str, Any] = {k: (dims, a) for k, a in num.items()}
-    data_vars["verdict"] = (dims, labels)
-    data_vars["verdict_code"] = (dims, codes)
-    data_vars["config_hash"] = (dims, hashes)
-    out = xr.Dataset(data_vars, coords={d: (d, _coord_values(grid.axes[d])) for d in dims})
+                num[key][i] = float(ds[var].isel(step=-1))
+        num["wall_seconds"][i] = float(ds.attrs.get("wall_seconds", np.nan))
+        curves[i] = ds[[c for c in CURVES if c in ds]].astype("float32").drop_attrs(deep=False)
+
+    run = np.arange(n)
+    data_vars: dict[str, Any] = {k: ("run", a) for k, a in num.items()}
+    data_vars.update(status=("run", status), error=("run", errors), verdict=("run", labels),
+                     verdict_code=("run", codes), config_hash=("run", hashes))
+    n_blocks = max(1, len(grid.blocks))
+    member = np.zeros((n, n_blocks), dtype=np.int8)
+    for i, p in enumerate(points):
+        member[i, list(p.blocks)] = 1
+    coords: dict[str, Any] = {"run": ("run", run, {"long_name": "run of the grid (in order of first appearance)"})}
+    for name in grid.swept:
+        coords[name] = ("run", _coord_values([p.coords[name] for p in points]), {"long_name": f"swept: {name}"})
+    coords["block"] = ("block", np.asarray([grid.block_label(b) for b in range(n_blocks)], dtype=object))
+    coords["in_block"] = (("run", "block"), member, {"long_name": "1 if the run belongs to the block"})
+    coords["setting"] = ("setting", np.asarray([s for s, _ in settings], dtype=object),
+                         {"long_name": "thresholds: the defaults, or one of them changed"})
+    coords["verdict_label"] = ("verdict_label", np.asarray(VERDICTS, dtype=object))
+    data_vars["verdict_counts"] = (("setting", "verdict_label"), counts,
+                                   {"long_name": "verdict counts over the stored runs", "units": "runs"})
+    out = xr.Dataset(data_vars, coords=coords)
+    stored = [c for c in curves if c is not None]
+    if stored:
+        template = xr.concat(stored, dim="run", join="outer").isel(run=0) * np.nan
+        filled = [c if c is not None else template for c in curves]
+        out = out.merge(xr.concat(filled, dim=xr.DataArray(run, dims="run"), join="outer"), join="left")
+        for c in CURVES:
+            if c in out:
+                out[c].attrs["long_name"] = f"{c} of each stored run (float32)"
     for k, (long_name, units) in SUMMARY_VARIABLES.items():
         out[k].attrs.update({"long_name": long_name, **({"units": units} if units else {})})
     out["verdict_code"].attrs.update({
@@ -567,13 +714,31 @@ def summarize(
     out.attrs.update({
         "experiment": SUMMARY_EXPERIMENT,
         "title": "kernel-dynamics sweep: measures over the grid",
-        "grid_json": json.dumps({"base": grid.identity()["base"], "grid": grid.identity()["grid"]}),
+        "grid_json": json.dumps(grid.identity()),
         "grid_source": grid.source or "none",
-        "swept_fields": json.dumps(dims),
-        "verdict_kwargs": json.dumps(verdict_kwargs),
-        "n_runs": len(points),
-        "n_missing": int((codes == MISSING_CODE).sum()),
+        "swept_fields": json.dumps(grid.swept),
+        "thresholds_json": json.dumps(t),
+        "sensitivity_json": json.dumps(SENSITIVITY),
+        "n_runs": n,
+        "n_stored": int((status == "stored").sum()),
+        "n_failed": int((status == "failed").sum()),
+        "n_missing": int((status != "stored").sum()),
     })
     if save:
         save_result(out, summary_path(grid, root))
     return out
+
+
+def run_from_summary(summary: xr.Dataset, run: int) -> xr.Dataset:
+    """One stored run's curves from a summary, as a kernel-dynamics-like Dataset (the variables of
+    :data:`CURVES` over its snapshot steps), with its swept values and measures as attributes: what
+    :func:`conelib.charts.counterexample_chart` and the Figure 1 charts draw."""
+    row = summary.sel(run=run)
+    if str(row["status"].values) != "stored":
+        raise ValueError(f"run {run} of the summary is not stored ({row['status'].values}): it has no curves")
+    ds = row[[c for c in CURVES if c in summary]].astype("float64")
+    ds = ds.isel(step=np.nonzero(np.isfinite(ds["dist_to_init"].values))[0])
+    swept = json.loads(summary.attrs["swept_fields"])
+    ds.attrs = {**{k: (v.item() if hasattr(v, "item") else v) for k, v in ((k, row[k].values) for k in swept)},
+                "config_hash": str(row["config_hash"].values), "verdict": str(row["verdict"].values)}
+    return ds.drop_vars([c for c in ds.coords if c not in ("step", "dt", "ref_step")])

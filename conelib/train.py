@@ -571,6 +571,7 @@ def train(
     progress: bool = True,
     desc: str | None = None,
     decay_center: Sequence[torch.Tensor] | None = None,
+    loss_scale: float = 1.0,
 ) -> TrainHistory:
     """Train ``model`` in place with mini-batch SGD on cross-entropy.
 
@@ -608,6 +609,8 @@ def train(
             parameter (``None``: towards 0, ``torch.optim.SGD``'s own decay). With centres
             :math:`c`, the decay term added to the gradient is ``weight_decay * (theta - c)``
             instead of ``weight_decay * theta``; momentum and the rest of the update are unchanged.
+        loss_scale: the mini-batch loss is multiplied by this (``1/alpha^2`` for an output scale
+            alpha, :mod:`conelib.models.scaling`); the recorded metrics are unscaled.
 
     Returns:
         The :class:`TrainHistory` of the snapshots in ``[start_step, T]``.
@@ -748,6 +751,8 @@ def train(
                 xb = augment_batch(xb, order.generator(t))
             with _step_rng(device, _derive_seed(config.seed, _TAG_MODEL, t)):
                 loss = F.cross_entropy(model(xb), yb)
+                if loss_scale != 1.0:
+                    loss = loss * loss_scale
             pending.append((t, loss.detach()))
             if len(pending) >= check_every:
                 check_pending(bar)  # on CPU: before the update, so the model stays finite

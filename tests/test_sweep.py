@@ -15,20 +15,29 @@ import pytest
 import xarray as xr
 import yaml
 
+import sys
+from pathlib import Path
+
 from conelib import cli
 from conelib.experiments.kernel_dynamics import EXPERIMENT, KernelDynamicsConfig
-from conelib.measures import VERDICTS, trajectory_dataset, verdict
+from conelib.measures import VERDICTS, verdict
 from conelib.profiles import load_profile
 from conelib.results import config_hash, load_result, result_path, save_result
 from conelib.sweep import (
+    SENSITIVITY,
     Grid,
     expand_grid,
+    failure_path,
     load_grid,
     pending,
+    run_from_summary,
     run_sweep,
     summarize,
     summary_path,
 )
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from synthetic import stand_in  # noqa: E402
 
 #: tiny runs: an MLP on scikit-learn's 8x8 digits, 40 steps, eNTK on 16 probe images every 10 steps
 TINY_BASE = {
@@ -50,12 +59,27 @@ def test_expand_grid_is_the_cartesian_product_over_the_base():
     for lr in (0.01, 0.1):  # row-major: the last axis varies fastest
         for seed in (0, 1, 2):
             for width in (1, 2):
-                coords, cfg = points[i]
+                coords, cfg, _ = points[i]
                 assert coords == {"lr": lr, "seed": seed, "width": width}
                 want = KernelDynamicsConfig.from_mapping({**TINY_BASE, "weight_decay": 0.0, "lr": lr, "seed": seed,
                                                           "width": width})
                 assert cfg == want
                 i += 1
+
+
+def test_blocks_are_a_union_of_products_crossed_with_the_grid_and_shared_runs_count_once():
+    grid = Grid.from_mapping({"base": {**TINY_BASE, "lr": 0.1}, "grid": {"seed": [0, 1]},
+                              "blocks": [{"lr": [0.01, 0.1]}, {"width": [1, 2], "lr": [0.1]}]})
+    points = expand_grid(grid)
+    # block 0: lr 0.01, 0.1 (x2 seeds); block 1: width 1, 2 at lr 0.1 (x2 seeds); (lr 0.1, width 1) is shared
+    want = {(0.01, 1.0, 0): (0,), (0.01, 1.0, 1): (0,), (0.1, 1.0, 0): (0, 1), (0.1, 1.0, 1): (0, 1),
+            (0.1, 2.0, 0): (1,), (0.1, 2.0, 1): (1,)}
+    got = {(p.coords["lr"], p.coords["width"], p.coords["seed"]): p.blocks for p in points}
+    assert got == want and grid.size == 6
+    assert grid.swept == ["lr", "width", "seed"]
+    assert len({config_hash(p.config.identity()) for p in points}) == 6
+    with pytest.raises(ValueError, match="sweep none of the 'grid' parameters"):
+        Grid.from_mapping({"base": TINY_BASE, "grid": {"seed": [0]}, "blocks": [{"seed": [1]}]})
 
 
 def test_grid_from_a_profile_with_overrides():
@@ -93,6 +117,7 @@ def test_yaml_integers_for_float_fields_hash_like_floats(tmp_path):
         ({"base": TINY_BASE, "grid": {"lr": []}}, "at least one value"),
         ({"base": TINY_BASE, "grid": {"lr": [0.1, 0.1]}}, "twice"),
         ({"base": TINY_BASE, "grid": {}}, "non-empty mapping"),
+        ({"base": TINY_BASE, "grid": {"lr": [0.1]}, "blocks": {"lr": [1]}}, "list of mappings"),
         ({"base": TINY_BASE, "grid": {"model": ["lenet5", "nope"]}}, r"parameter 'model' must be one of .*got 'nope'"),
         ({"base": TINY_BASE, "grid": {"steps": [40, 45]}}, r"grid point \{'steps': 45\}.*snapshot_every"),
         ({"base": {**TINY_BASE, "optimizer": "adam"}, "grid": {"lr": [0.1]}}, r"unknown parameter\(s\) 'optimizer'.*in 'base' of the grid"),
@@ -122,73 +147,64 @@ def test_the_repository_grids_are_valid():
 # ------------------------------------------------------------------------------------------
 
 
-def _stand_in(kind: str, acc: float) -> xr.Dataset:
-    """A stored-run stand-in: rank-one kernels H = uuᵀ at angle φ_t (S = sin²Δφ), training curves."""
-    steps = np.arange(0, 401, 10)
-    if kind == "steady":
-        phi = 2e-3 * steps
-    elif kind == "cone":  # fast, then a short rise to a plateau at S = sin²(0.1)
-        phi = np.where(steps <= 100, 2e-2 * steps, 2.0 + 0.1 * (1 - np.exp(-(steps - 100) / 20.0)))
-    else:  # "lazy": fast, then frozen
-        phi = np.minimum(steps, 100) * 2e-2
-    kernels = [np.outer(u, u) for u in np.stack([np.cos(phi), np.sin(phi)], axis=1)]
-    ds = trajectory_dataset(steps, kernels, dts=[10, 20], taus=[100])
-    n = len(steps)
-    ds["test_acc"] = ("step", np.linspace(0.1, acc, n))
-    ds["train_acc"] = ("step", np.linspace(0.1, 1.0, n))
-    ds["train_loss"] = ("step", np.linspace(2.3, 0.01, n))
-    ds.attrs["wall_seconds"] = 12.5
-    return ds
-
-
-def test_summarize_reads_the_measures_of_every_stored_run(tmp_path):
-    grid = Grid.from_mapping({"base": TINY_BASE, "grid": {"lr": [0.01, 0.1], "seed": [0, 1]}})
+def test_summarize_reads_the_measures_of_every_run_and_lists_every_run(tmp_path):
+    grid = Grid.from_mapping({"base": TINY_BASE, "grid": {"lr": [0.01, 0.1], "seed": [0, 1, 2]}})
     points = expand_grid(grid)
-    kinds = ["steady", "cone", "lazy", None]  # the last point is not stored
+    kinds = ["steady", "cone", "lazy", "none", None, "failed"]  # point 4 is not run, point 5 failed
     stored = {}
-    for (coords, cfg), kind, acc in zip(points, kinds, (0.5, 0.6, 0.7, 0.8)):
-        if kind is not None:
-            ds = _stand_in(kind, acc)
-            save_result(ds, result_path(EXPERIMENT, cfg.identity(), tmp_path))
-            stored[(coords["lr"], coords["seed"])] = ds
-    assert [p.coords for p in pending(grid, tmp_path)] == [{"lr": 0.1, "seed": 1}]
+    for p, kind, acc in zip(points, kinds, (0.5, 0.6, 0.7, 0.8, 0.0, 0.0)):
+        if kind == "failed":
+            failure_path(p.config, tmp_path).parent.mkdir(parents=True, exist_ok=True)
+            failure_path(p.config, tmp_path).write_text(json.dumps({"error": "TrainingDivergedError: boom"}))
+        elif kind is not None:
+            ds = stand_in(kind, acc)
+            save_result(ds, result_path(EXPERIMENT, p.config.identity(), tmp_path))
+            stored[int(np.flatnonzero([q is p for q in points])[0])] = ds
+    assert [p.coords for p in pending(grid, tmp_path)] == [{"lr": 0.1, "seed": 1}, {"lr": 0.1, "seed": 2}]
 
     summary = summarize(grid, tmp_path)
-    assert summary.verdict.dims == ("lr", "seed")
-    assert list(summary.lr.values) == [0.01, 0.1] and list(summary.seed.values) == [0, 1]
-    for (lr, seed), ds in stored.items():
-        v = verdict(ds)  # the oracle: the measures called directly
-        row = summary.sel(lr=lr, seed=seed)
-        assert str(row.verdict.values) == v.verdict
-        assert int(row.verdict_code) == VERDICTS.index(v.verdict)
-        for name in ("phase_one_end", "cone_final", "late_growth_share", "velocity_drop"):
+    assert summary.verdict.dims == ("run",) and summary.sizes["run"] == 6
+    assert list(summary.lr.values) == [0.01] * 3 + [0.1] * 3 and list(summary.seed.values) == [0, 1, 2] * 2
+    for i, ds in stored.items():
+        v = verdict(ds)  # the oracle: the measures called directly on the stored run
+        row = summary.isel(run=i)
+        assert str(row.status.values) == "stored"
+        assert str(row.verdict.values) == v.verdict and int(row.verdict_code) == VERDICTS.index(v.verdict)
+        for name in ("phase_one_end", "drop", "laziness", "floor_exponent", "max_growth_exponent"):
             want = getattr(v, name)
             assert float(row[name]) == pytest.approx(np.nan if want is None else want, nan_ok=True)
         assert float(row.final_test_acc) == pytest.approx(float(ds.test_acc[-1]))
         assert float(row.wall_seconds) == 12.5
-    # the three constructions get three different verdicts
-    assert {str(summary.verdict.sel(lr=0.01, seed=s).values) for s in (0, 1)} == {"no two phases", "two phases, cone"}
-    assert str(summary.verdict.sel(lr=0.1, seed=0).values) == "two phases, lazy"
-    missing = summary.sel(lr=0.1, seed=1)
-    assert str(missing.verdict.values) == "missing" and int(missing.verdict_code) == -1
-    assert np.isnan(float(missing.final_test_acc))
-    assert summary.attrs["n_missing"] == 1 and summary.attrs["n_runs"] == 4
-    assert json.loads(summary.verdict_code.attrs["legend"])["0"] == VERDICTS[0]
-    # stored where summary_path says, and read back identical
+        np.testing.assert_allclose(row["dist_to_ref"].values, ds["dist_to_ref"].values, rtol=1e-6, atol=1e-7)
+    assert list(summary.verdict.values[:4]) == ["two phases, drifting", "two phases, cone", "two phases, lazy",
+                                                "no two phases"]
+    assert list(summary.status.values[4:]) == ["missing", "failed"]
+    assert str(summary.error.values[5]) == "TrainingDivergedError: boom"
+    assert int(summary.verdict_code.values[4]) == -1 and np.isnan(float(summary.final_test_acc[4]))
+    assert summary.attrs["n_missing"] == 2 and summary.attrs["n_failed"] == 1 and summary.attrs["n_runs"] == 6
+    # the sensitivity counts: the defaults count each stored run once, and every setting is there
+    counts = summary.verdict_counts
+    assert int(counts.sel(setting="defaults").sum()) == 4
+    assert len(summary.setting) == 1 + sum(len(v) for v in SENSITIVITY.values())
+    assert int(counts.sel(setting="lazy_ratio=0.2", verdict_label="two phases, lazy")) >= 1
+    # stored where summary_path says, verified on load; a run's curves come back as a Dataset
     back = load_result(summary_path(grid, tmp_path))
     assert summary_path(grid, tmp_path).parent.name == "sweeps"
-    assert back.attrs.pop("content_sha256")
-    xr.testing.assert_identical(back[["verdict", "verdict_code", "late_growth_share"]],
-                                summary[["verdict", "verdict_code", "late_growth_share"]])
+    assert list(back.verdict.values) == list(summary.verdict.values)
+    one = run_from_summary(back, 1)
+    assert one.attrs["verdict"] == "two phases, cone" and verdict(one.assign(
+        pairwise_distance=stored[1]["pairwise_distance"])).verdict == "two phases, cone"
+    with pytest.raises(ValueError, match="not stored"):
+        run_from_summary(back, 4)
 
 
 def test_summary_coordinates_of_none_and_tuples_are_text(tmp_path):
     grid = Grid.from_mapping({"base": {**TINY_BASE, "model": "resnet20"},
                               "grid": {"norm": [None, "layernorm"], "dts": [[10], [10, 20]]}})
     summary = summarize(grid, tmp_path, save=False)
-    assert list(summary.norm.values) == ["none", "layernorm"]
-    assert list(summary.dts.values) == ["[10]", "[10, 20]"]
-    assert (summary.verdict_code.values == -1).all()
+    assert list(summary.norm.values) == ["none", "none", "layernorm", "layernorm"]
+    assert sorted(set(summary.dts.values)) == ["[10, 20]", "[10]"]
+    assert (summary.verdict_code.values == -1).all() and (summary.status.values == "missing").all()
 
 
 # ------------------------------------------------------------------------------------------
@@ -216,12 +232,16 @@ def test_sweep_on_a_local_cluster_isolates_failures_and_resumes(tmp_path, capsys
         assert "Traceback" in f.traceback
         assert f"lr=10000.0, seed={f.coords['seed']}" in str(report)
     # the good runs are stored, the failed ones are not, and nothing partial was left behind
-    for coords, cfg in expand_grid(grid):
+    for coords, cfg, _ in expand_grid(grid):
         assert result_path(EXPERIMENT, cfg.identity(), root).exists() == (coords["lr"] != 1.0e4)
+        assert failure_path(cfg, root).exists() == (coords["lr"] == 1.0e4)
     assert not list(root.rglob("*.tmp*"))
     assert report.summary_path == summary_path(grid, root) and report.summary_path.exists()
-    codes = report.summary.verdict_code
-    assert (codes.sel(lr=1.0e4) == -1).all() and (codes.sel(lr=[0.01, 0.05]) >= 0).all()
+    summ = report.summary
+    failed = summ.lr.values == 1.0e4
+    assert (summ.verdict_code.values[failed] == -1).all() and (summ.verdict_code.values[~failed] >= 0).all()
+    assert set(summ.status.values[failed]) == {"failed"}
+    assert all(str(e).startswith("TrainingDivergedError") for e in summ.error.values[failed])
 
     # a job killed before its (atomic) write leaves no file: remove one result to stand for it
     lost = expand_grid(grid)[1]
@@ -243,7 +263,7 @@ def test_sweep_on_a_local_cluster_isolates_failures_and_resumes(tmp_path, capsys
     assert result_path(EXPERIMENT, lost.config.identity(), root).exists()
     assert [p.coords for p in pending(grid)] == [{"lr": 1.0e4, "seed": 0}, {"lr": 1.0e4, "seed": 1}]
     summary = load_result(summary_path(grid, root))
-    assert int((summary.verdict_code >= 0).sum()) == 4
+    assert int((summary.verdict_code >= 0).sum()) == 4 and int((summary.status == "failed").sum()) == 2
 
     # once everything that can be stored is, a sweep of the good part submits nothing
     good = dataclasses.replace(grid, axes={"lr": (0.01, 0.05), "seed": (0, 1)})
@@ -252,47 +272,52 @@ def test_sweep_on_a_local_cluster_isolates_failures_and_resumes(tmp_path, capsys
 
 
 def test_summarize_checks_its_thresholds_and_survives_an_unreadable_run(tmp_path):
-    grid = Grid.from_mapping({"base": TINY_BASE, "grid": {"lr": [0.01, 0.1]}})
-    with pytest.raises(ValueError, match=r"unknown verdict parameter\(s\) \['rho'\]"):
+    grid = Grid.from_mapping({"base": TINY_BASE, "grid": {"lr": [0.01, 0.1, 0.3]}})
+    with pytest.raises(ValueError, match=r"unknown threshold\(s\) \['rho'\]"):
         summarize(grid, tmp_path, rho=0.2)
     with pytest.raises(ValueError, match="fraction must be in"):
         summarize(grid, tmp_path, fraction=2.0)
-    (good, cfg_good), (bad, cfg_bad) = expand_grid(grid)
-    save_result(_stand_in("lazy", 0.9), result_path(EXPERIMENT, cfg_good.identity(), tmp_path))
-    save_result(_stand_in("lazy", 0.9).drop_vars("velocity"), result_path(EXPERIMENT, cfg_bad.identity(), tmp_path))
-    with pytest.warns(RuntimeWarning, match="could not be measured"):
+    (good, bad, broken) = expand_grid(grid)
+    save_result(stand_in("lazy"), result_path(EXPERIMENT, good.config.identity(), tmp_path))
+    save_result(stand_in("lazy").drop_vars("adjacent_distance"), result_path(EXPERIMENT, bad.config.identity(), tmp_path))
+    path = result_path(EXPERIMENT, broken.config.identity(), tmp_path)
+    save_result(stand_in("cone"), path)
+    path.write_bytes(path.read_bytes()[:500])  # truncated: unreadable
+    with pytest.warns(RuntimeWarning, match="could not be measured|not usable"):
         summary = summarize(grid, tmp_path, save=False)
-    assert list(summary.verdict.values) == ["two phases, lazy", "missing"]
-    # the thresholds reach the measures: with lazy_tol = 0 a frozen kernel (ĝ(T) = 0) is no longer "lazy"
+    assert list(summary.verdict.values) == ["two phases, lazy", "missing", "missing"]
+    assert list(summary.status.values) == ["stored", "unreadable", "unreadable"]
+    # the thresholds reach the measures: with lazy_ratio = 0 a frozen kernel is no longer "lazy"
     with pytest.warns(RuntimeWarning):
-        other = summarize(grid, tmp_path, save=False, lazy_tol=0.0)
+        other = summarize(grid, tmp_path, save=False, lazy_ratio=0.0)
     assert str(other.verdict.values[0]) == "two phases, cone"
-    assert json.loads(other.attrs["verdict_kwargs"]) == {"lazy_tol": 0.0}
+    assert json.loads(other.attrs["thresholds_json"])["lazy_ratio"] == 0.0
+    # the sweep itself resubmits the unreadable one (it does not count as stored)
+    assert [p.coords for p in pending(grid, tmp_path)] == [{"lr": 0.3}]  # (lr 0.1 is stored, just not measurable)
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_sweep_and_counterexample_charts_hold_every_run(tmp_path):
-    from conelib.charts import counterexample_chart, sweep_chart, sweep_verdict_chart
+def test_atlas_and_counterexample_charts_hold_every_run(tmp_path):
+    from conelib.charts import atlas_chart, counterexample_chart, measures_chart
 
-    grid = Grid.from_mapping({"base": TINY_BASE, "grid": {"lr": [0.01, 0.1], "seed": [0, 1], "width": [1, 2]}})
+    grid = Grid.from_mapping({"base": TINY_BASE, "grid": {"seed": [0, 1]},
+                              "blocks": [{"lr": [0.01, 0.1], "width": [1, 2]}, {"momentum": [0.0, 0.9]}]})
+    kinds = ["cone", "lazy", "steady", "walk", "none", None, "cone", "lazy", "steady", "walk"]
     runs = {}
-    for (coords, cfg), kind in zip(expand_grid(grid), ["cone", "lazy", "steady", None] * 2):
+    for p, kind in zip(expand_grid(grid), kinds):
         if kind is not None:
-            ds = _stand_in(kind, 0.9)
-            save_result(ds, result_path(EXPERIMENT, cfg.identity(), tmp_path))
-            runs[kind] = ds
+            save_result(stand_in(kind), result_path(EXPERIMENT, p.config.identity(), tmp_path))
+            runs[kind] = stand_in(kind)
     summary = summarize(grid, tmp_path, save=False)
-    spec = sweep_chart(summary).to_dict()  # validated against the Vega-Lite schema
-    heat = spec["vconcat"][0]
-    assert heat["facet"]["column"]["field"] == "width"
-    rows = spec["datasets"][heat["data"]["name"]]
-    assert len(rows) == 8
-    want = {(c["lr"], c["seed"], c["width"]): str(summary.verdict.sel(**c).values) for c, _ in expand_grid(grid)}
-    got = {(float(r["lr"]), int(r["seed"]), int(r["width"])): r["verdict"] for r in rows}
-    assert got == want
-    with pytest.raises(ValueError, match="distinct swept fields"):
-        sweep_verdict_chart(summary, x="lr", y="lr")
+    spec = atlas_chart(summary).to_dict()  # validated against the Vega-Lite schema
+    blocks = spec["vconcat"][0]["vconcat"][0]["hconcat"]
+    assert [b["title"] for b in blocks] == ["lr × width", "momentum"]
+    rows = [r for b in blocks for r in spec["datasets"][b["data"]["name"]]]
+    want = {(int(r), str(summary.verdict.values[r]) if summary.status.values[r] != "failed" else "failed")
+            for r in summary.run.values}
+    assert {(r["run"], r["verdict"]) for r in rows} == want  # every run, in its block(s)
+    assert measures_chart(summary).to_dict()["layer"]
     cmp = counterexample_chart({"A": runs["cone"], "B": runs["steady"]}).to_dict()
     names = [p["name"] for p in cmp.get("params", [])]
     assert len(names) == len(set(names))

@@ -28,6 +28,6 @@ __all__ = [
 from conelib.charts.switching import switching_chart, switching_gain_chart, switching_summary
 
 __all__ += ["switching_chart", "switching_gain_chart", "switching_summary"]
-from conelib.charts.sweep import counterexample_chart, sweep_chart, sweep_measures_chart, sweep_verdict_chart
+from conelib.charts.sweep import atlas_chart, counterexample_chart, measures_chart
 
-__all__ += ["counterexample_chart", "sweep_chart", "sweep_measures_chart", "sweep_verdict_chart"]
+__all__ += ["atlas_chart", "counterexample_chart", "measures_chart"]

@@ -1,19 +1,20 @@
-"""Charts of a sweep (:mod:`conelib.sweep`) and of the counterexample (the paper's Figure 3).
+"""Charts of a sweep (:mod:`conelib.sweep`): the atlas, and the counterexample (the paper's Figure 3).
 
-* :func:`sweep_verdict_chart`: the summary Dataset as a heatmap over two swept fields, faceted by
-  the others; colour = verdict of :func:`conelib.measures.verdict`; the tooltip holds the measures.
-  A legend click isolates one verdict (shift-click for several).
-* :func:`sweep_measures_chart`: every run placed by its two continuous measures (velocity drop,
-  late-growth share) with the verdict thresholds drawn; selecting verdicts in the heatmap's legend
-  highlights the same runs here (both together: :func:`sweep_chart`).
-* :func:`counterexample_chart`: the three panels of Figure 1 (Zhou et al. 2025) for several runs
-  side by side, one column per run, plus a fourth row with the velocity the measures read.
+* :func:`atlas_chart`: the summary as one panel per block of the grid (a factor pair: a heatmap;
+  one factor: a strip), a small square per seed, coloured by the verdict of
+  :func:`conelib.measures.verdict`, every measure in the tooltip. Clicking a square draws that
+  run's Figure 1 panels (from the curves the summary keeps) underneath.
+* :func:`measures_chart`: every run placed by the two measures the verdict reads (laziness and the
+  largest growth exponent), with the thresholds drawn; linked to the atlas by the verdict legend.
+* :func:`counterexample_chart`: the panels of Figure 1 (Zhou et al. 2025) for several runs side by
+  side, one column per run, plus a row with what the end of Phase I is read from.
 
 Charts are always redrawn from stored Datasets, never by retraining.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 
 import altair as alt
@@ -22,153 +23,167 @@ import pandas as pd
 import xarray as xr
 
 from conelib.charts.common import LEGEND, PANEL_H, PANEL_W, _step_axis, _tidy
-from conelib.measures import VERDICTS, phase_one_end, smoothed_velocity
+from conelib.measures import THRESHOLDS, VERDICTS, phase_one, smoothed_adjacent
 
 #: verdict -> colour (fixed, so that every chart and page uses the same legend)
-VERDICT_COLORS: dict[str, str] = dict(zip((*VERDICTS, "missing"), ("#1b9e77", "#7570b3", "#d95f02", "#e7298a", "#bdbdbd")))
+VERDICT_COLORS: dict[str, str] = dict(zip((*VERDICTS, "missing", "failed"),
+                                          ("#1b9e77", "#7570b3", "#d95f02", "#e7298a", "#bdbdbd", "#000000")))
 _VERDICT_SCALE = alt.Scale(domain=list(VERDICT_COLORS), range=list(VERDICT_COLORS.values()))
 
 #: the summary's measures shown in tooltips: variable -> (title, format)
 _TOOLTIP_MEASURES: dict[str, tuple[str, str]] = {
     "phase_one_end": ("end of Phase I t*", ".0f"),
+    "drop": ("peak / floor", ".1f"),
+    "laziness": ("laziness c(t*,T)/c(0,t*)", ".3f"),
+    "max_growth_exponent": ("largest growth exponent γ", ".2f"),
+    "floor_exponent": ("floor exponent β", ".2f"),
     "late_growth_share": ("late-growth share", ".2f"),
-    "cone_final": ("ĝ(T) from H(t*)", ".4f"),
-    "velocity_drop": ("velocity drop", ".0f"),
+    "embedding_share": ("Phase II distances kept in 2-D", ".2f"),
     "dist_to_init_final": ("S(θ_T, θ_0)", ".3f"),
-    "final_test_acc": ("test accuracy", ".3f"),
+    "final_test_acc": ("test accuracy", ".4f"),
+    "final_train_acc": ("train accuracy", ".4f"),
     "wall_seconds": ("wall time (s)", ".0f"),
     "config_hash": ("config hash", ""),
 }
 
 
 def _label(v: object) -> str:
-    """Grid values as short text (0.005 → "0.005", 5e-4 → "0.0005")."""
+    """Grid values as short text (0.005 → "0.005", NaN → "base")."""
     if isinstance(v, (float, np.floating)):
+        if not np.isfinite(v):
+            return "none"
         return np.format_float_positional(float(v), trim="-")
     return str(v)
 
 
-def sweep_frame(summary: xr.Dataset) -> tuple[pd.DataFrame, list[str]]:
-    """The summary as one row per run (grid values as text columns) and the swept dimensions."""
-    dims = list(summary["verdict"].dims)
-    df = summary.to_dataframe().reset_index()
-    for d in dims:
-        order = [_label(v) for v in summary[d].values]
-        df[d] = pd.Categorical([_label(v) for v in df[d]], categories=order, ordered=True)
-    df["verdict"] = df["verdict"].astype(str)
-    return df, dims
+def sweep_frame(summary: xr.Dataset) -> pd.DataFrame:
+    """The summary as one row per run: swept values as text columns, the verdict (``failed`` for a
+    failed run), the measures, and ``run_label`` (every swept value)."""
+    swept = json.loads(summary.attrs.get("swept_fields", "[]"))
+    cols = [k for k in (*_TOOLTIP_MEASURES, "status", "error", "verdict") if k in summary]
+    df = pd.DataFrame({"run": summary["run"].values})
+    for k in cols:
+        df[k] = summary[k].values
+    for d in swept:
+        df[d] = [_label(v) for v in summary[d].values]
+    df["verdict"] = np.where(df["status"] == "failed", "failed", df["verdict"].astype(str))
+    df["run_label"] = df[swept].apply(lambda r: ", ".join(f"{d}={v}" for d, v in zip(swept, r)), axis=1)
+    return df
 
 
-def _sort(summary: xr.Dataset, dim: str) -> list[str]:
-    return [_label(v) for v in summary[dim].values]
+def _tooltip(df: pd.DataFrame, swept: list[str]) -> list:
+    tips = [alt.Tooltip(f"{d}:N", title=d) for d in swept] + [alt.Tooltip("verdict:N")]
+    tips += [alt.Tooltip(f"{k}:{'N' if k == 'config_hash' else 'Q'}", title=t, **({"format": f} if f else {}))
+             for k, (t, f) in _TOOLTIP_MEASURES.items() if k in df]
+    if "error" in df:
+        tips.append(alt.Tooltip("error:N"))
+    return tips
 
 
-def sweep_verdict_chart(
-    summary: xr.Dataset,
-    *,
-    x: str | None = None,
-    y: str | None = None,
-    column: str | None = None,
-    row: str | None = None,
-    selection: alt.Parameter | None = None,
-) -> alt.FacetChart | alt.Chart:
-    """A heatmap of the verdicts over two swept fields, faceted by up to two others.
+def _order(summary: xr.Dataset, name: str) -> list[str]:
+    vals = summary[name].values
+    uniq = sorted(set(vals.tolist()), key=lambda v: (isinstance(v, str), -1e300 if v != v else v)
+                  if not isinstance(v, str) else (True, v))
+    return [_label(v) for v in uniq]
 
-    Args:
-        summary: the Dataset of :func:`conelib.sweep.summarize`.
-        x, y: swept fields on the axes (default: the first two dimensions).
-        column, row: swept fields to facet by (default: the remaining dimensions, in order).
-        selection: a legend-bound point selection on ``verdict`` to use (default: a new one).
 
-    Every dimension of the summary must be placed (at most four); the tooltip shows the grid values
-    and the measures of the run.
+def atlas_chart(summary: xr.Dataset, *, panels: bool = True, seed_field: str = "seed") -> alt.VConcatChart:
+    """The atlas: one panel per block, a square per run (seeds side by side), coloured by verdict.
+
+    Clicking a square selects that run; with ``panels``, its Figure 1 panels (a: distance to the
+    reference steps, b: adjacent distance, log scale, c: the 2-D trajectory) are drawn below from
+    the summary's curves. A legend click isolates a verdict.
     """
-    df, dims = sweep_frame(summary)
-    if len(dims) > 4:
-        raise ValueError(f"the heatmap shows at most 4 swept fields (x, y, column, row); the summary has {dims}: "
-                         "select a slice first, e.g. summary.sel(seed=0)")
-    rest = [d for d in dims if d not in (x, y, column, row)]
-    x = x or (rest.pop(0) if rest else None)
-    y = y or (rest.pop(0) if rest else None)
-    column = column or (rest.pop(0) if rest else None)
-    row = row or (rest.pop(0) if rest else None)
-    placed = [d for d in (x, y, column, row) if d is not None]
-    unknown = [d for d in placed if d not in dims]
-    if unknown or len(set(placed)) != len(placed):
-        raise ValueError(f"x, y, column and row must be distinct swept fields of the summary {dims}; got {placed}")
-    pick = selection or alt.selection_point(fields=["verdict"], bind="legend", name="pick_verdict")
-    tooltip = [alt.Tooltip(f"{d}:N", title=d) for d in dims] + [alt.Tooltip("verdict:N", title="verdict")]
-    tooltip += [alt.Tooltip(f"{k}:{'N' if k == 'config_hash' else 'Q'}", title=t, **({"format": f} if f else {}))
-                for k, (t, f) in _TOOLTIP_MEASURES.items() if k in df]
-    enc = {
-        "x": alt.X(f"{x}:O", title=x, sort=_sort(summary, x), axis=alt.Axis(labelAngle=0)),
-        "color": alt.Color("verdict:N", title="verdict", scale=_VERDICT_SCALE, legend=LEGEND),
-        "opacity": alt.condition(pick, alt.value(1.0), alt.value(0.2)),
-        "tooltip": tooltip,
-    }
-    if y is not None:
-        enc["y"] = alt.Y(f"{y}:O", title=y, sort=_sort(summary, y))
-    chart = alt.Chart(df).mark_rect(stroke="white", strokeWidth=1).encode(**enc).add_params(pick).properties(
-        width=max(90, 45 * summary.sizes[x]), height=max(40, 40 * (summary.sizes[y] if y else 1)))
-    facet = {}
-    if column is not None:
-        facet["column"] = alt.Column(f"{column}:N", title=column, sort=_sort(summary, column))
-    if row is not None:
-        facet["row"] = alt.Row(f"{row}:N", title=row, sort=_sort(summary, row))
-    if facet:
-        chart = chart.facet(**facet)
-    return chart.properties(title=alt.TitleParams("verdict per run", subtitle="hover a cell for its measures; "
-                                                  "click a legend entry to isolate a verdict"))
+    df = sweep_frame(summary)
+    swept = json.loads(summary.attrs["swept_fields"])
+    blocks = [str(b) for b in summary["block"].values]
+    member = summary["in_block"].values
+    pick_v = alt.selection_point(fields=["verdict"], bind="legend", name="atlas_pick_verdict")
+    first = int(df["run"].iloc[0])
+    pick_run = alt.selection_point(fields=["run"], name="atlas_pick_run", value=[{"run": first}], toggle=False)
+    tips = _tooltip(df, swept)
+    charts = []
+    for b, label in enumerate(blocks):
+        factors = [f for f in label.split(" × ") if f in swept and f != seed_field]
+        sub = df[member[:, b] == 1]
+        if sub.empty:
+            continue
+        x = factors[0] if factors else seed_field
+        enc = {
+            "x": alt.X(f"{x}:O", sort=_order(summary, x), title=x, axis=alt.Axis(labelAngle=0)),
+            "color": alt.Color("verdict:N", scale=_VERDICT_SCALE, legend=LEGEND, title="verdict"),
+            "opacity": alt.condition(pick_v, alt.value(1.0), alt.value(0.2)),
+            "stroke": alt.condition(pick_run, alt.value("black"), alt.value("white")),
+            "tooltip": tips,
+        }
+        if len(factors) > 1:
+            enc["y"] = alt.Y(f"{factors[1]}:O", sort=_order(summary, factors[1])[::-1], title=factors[1])
+        if seed_field in sub:
+            enc["xOffset"] = alt.XOffset(f"{seed_field}:N")
+        n_x = sub[x].nunique()
+        n_y = sub[factors[1]].nunique() if len(factors) > 1 else 1
+        charts.append(alt.Chart(sub).mark_rect(strokeWidth=2).encode(**enc).add_params(pick_v, pick_run).properties(
+            width=max(80, 40 * n_x), height=max(30, 30 * n_y), title=label))
+    rows = [alt.hconcat(*charts[i:i + 3]) for i in range(0, len(charts), 3)]
+    top = alt.vconcat(*rows).properties(title=alt.TitleParams(
+        "the atlas: one panel per factor pair, one square per seed",
+        subtitle="hover a square for its measures; click it for its panels below; click a legend entry to isolate a verdict"))
+    if not panels:
+        return top
+    return alt.vconcat(top, _run_panels(summary, pick_run, df)).resolve_scale(color="independent")
 
 
-def sweep_measures_chart(
-    summary: xr.Dataset,
-    *,
-    selection: alt.Parameter | None = None,
-    fraction: float = 0.1,
-    plateau_share: float = 0.3,
-) -> alt.LayerChart:
-    """Each run at (late-growth share, velocity drop), coloured by verdict, with the thresholds.
+def _run_panels(summary: xr.Dataset, pick: alt.Parameter, df: pd.DataFrame) -> alt.HConcatChart:
+    """Figure 1's panels of the clicked run, from the curves the summary keeps (every 2nd snapshot)."""
+    ok = summary["status"].values == "stored"
+    s = summary.isel(run=np.nonzero(ok)[0], step=slice(None, None, 2))
+    runs = df.set_index("run")["run_label"]
+    a = _tidy(s["dist_to_ref"], "S")
+    b = _tidy(s["adjacent_distance"], "S")
+    b = b[b["S"] > 0]
+    c = s[["cone_x", "cone_y"]].to_dataframe().reset_index().dropna()
+    for frame in (a, b, c):
+        frame["run_label"] = frame["run"].map(runs)
+    w, h = PANEL_W - 20, PANEL_H - 40
+    ca = alt.Chart(a).mark_line().encode(
+        x=_step_axis(), y=alt.Y("S:Q", title="S(θ_t, θ_τ)"),
+        color=alt.Color("ref_step:O", title="τ", scale=alt.Scale(scheme="viridis"), legend=LEGEND),
+        tooltip=["run_label:N", alt.Tooltip("ref_step:O", title="τ"), "step:Q", alt.Tooltip("S:Q", format=".4f")],
+    ).transform_filter(pick).properties(width=w, height=h, title="(a) distance to a reference step")
+    cb = alt.Chart(b).mark_line().encode(
+        x=_step_axis(), y=alt.Y("S:Q", title="S(θ_t, θ_{t+dt})", scale=alt.Scale(type="log")),
+        color=alt.Color("dt:O", title="dt", scale=alt.Scale(scheme="plasma"), legend=LEGEND),
+        tooltip=["run_label:N", "dt:O", "step:Q", alt.Tooltip("S:Q", format=".2e")],
+    ).transform_filter(pick).properties(width=w, height=h, title="(b) adjacent kernel distance")
+    cc = alt.Chart(c).mark_circle(size=25).encode(
+        x=alt.X("cone_x:Q", title="embedding axis 1"), y=alt.Y("cone_y:Q", title="embedding axis 2"),
+        color=alt.Color("step:Q", scale=alt.Scale(scheme="blues"), title="step", legend=LEGEND),
+        tooltip=["run_label:N", "step:Q"],
+    ).transform_filter(pick).properties(width=w, height=h, title="(c) the kernels' trajectory")
+    return alt.hconcat(ca, cb, cc).resolve_scale(color="independent").properties(
+        title=alt.TitleParams("the clicked run", subtitle="its settings are in every tooltip"))
 
-    Runs with no Phase II (no late-growth share) sit at share = 1 with an open mark. The dashed
-    rules are the verdict's thresholds: a drop of ``1 / fraction`` and a share of ``plateau_share``
-    (the drop is a guide only: the verdict asks that the smoothed velocity *stays* below
-    ``fraction`` of its peak, not just its late median).
-    """
-    df, dims = sweep_frame(summary)
-    df = df[df["verdict"] != "missing"].copy()
-    df["share"] = df["late_growth_share"].fillna(1.0)
-    df["phase_two"] = np.where(df["late_growth_share"].notna(), "yes", "no Phase II")
-    df["run"] = df[dims].astype(str).apply(lambda r: ", ".join(f"{d}={v}" for d, v in zip(dims, r)), axis=1)
+
+def measures_chart(summary: xr.Dataset, *, selection: alt.Parameter | None = None,
+                   thresholds: Mapping[str, float] | None = None) -> alt.LayerChart:
+    """Each stored run at (laziness, largest growth exponent), coloured by verdict, with the
+    verdict's thresholds (dashed; runs without two phases are not drawn: they have neither)."""
+    t = {**THRESHOLDS, **json.loads(summary.attrs.get("thresholds_json", "{}")), **(thresholds or {})}
+    df = sweep_frame(summary)
+    swept = json.loads(summary.attrs["swept_fields"])
+    df = df[np.isfinite(df["laziness"].astype(float)) & np.isfinite(df["max_growth_exponent"].astype(float))]
     opacity = alt.condition(selection, alt.value(1.0), alt.value(0.15)) if selection is not None else alt.value(0.9)
-    pts = alt.Chart(df).mark_point(size=90, filled=True).encode(
-        x=alt.X("share:Q", title="late-growth share (no Phase II → 1)", scale=alt.Scale(domain=[-0.2, 1.05])),
-        y=alt.Y("velocity_drop:Q", title="velocity drop (peak / late median)", scale=alt.Scale(type="log")),
-        color=alt.Color("verdict:N", scale=_VERDICT_SCALE, legend=None),
-        shape=alt.Shape("phase_two:N", title="Phase II", legend=LEGEND,
-                        scale=alt.Scale(domain=["yes", "no Phase II"], range=["circle", "diamond"])),
-        opacity=opacity,
-        tooltip=[alt.Tooltip("run:N"), alt.Tooltip("verdict:N"),
-                 alt.Tooltip("late_growth_share:Q", format=".2f", title="late-growth share"),
-                 alt.Tooltip("velocity_drop:Q", format=".1f", title="velocity drop"),
-                 alt.Tooltip("phase_one_end:Q", format=".0f", title="t*")],
+    pts = alt.Chart(df).mark_point(size=80, filled=True).encode(
+        x=alt.X("laziness:Q", title="laziness c(t*, T) / c(0, t*)", scale=alt.Scale(type="log")),
+        y=alt.Y("max_growth_exponent:Q", title="largest growth exponent γ of c(t, τ)"),
+        color=alt.Color("verdict:N", scale=_VERDICT_SCALE, legend=None), opacity=opacity,
+        tooltip=["run_label:N", *_tooltip(df, swept)],
     )
-    rules = pd.DataFrame({"share": [plateau_share], "drop": [1.0 / fraction]})
-    vrule = alt.Chart(rules).mark_rule(strokeDash=[4, 3], color="gray").encode(x="share:Q")
-    hrule = alt.Chart(rules).mark_rule(strokeDash=[4, 3], color="gray").encode(y="drop:Q")
-    return alt.layer(pts, vrule, hrule).properties(
-        title=alt.TitleParams("the measures behind the verdicts", subtitle="dashed: thresholds of the verdict"),
-        width=PANEL_W + 60, height=PANEL_H)
-
-
-def sweep_chart(summary: xr.Dataset, **placement: str | None) -> alt.VConcatChart:
-    """:func:`sweep_verdict_chart` above :func:`sweep_measures_chart`, linked by the verdict legend.
-
-    ``placement`` (``x``, ``y``, ``column``, ``row``) goes to :func:`sweep_verdict_chart`.
-    """
-    pick = alt.selection_point(fields=["verdict"], bind="legend", name="pick_verdict")
-    return alt.vconcat(sweep_verdict_chart(summary, selection=pick, **placement),
-                       sweep_measures_chart(summary, selection=pick)).resolve_scale(color="shared")
+    rules = pd.DataFrame({"lazy": [t["lazy_ratio"]], "plateau": [t["plateau_exponent"]]})
+    v = alt.Chart(rules).mark_rule(strokeDash=[4, 3], color="gray").encode(x="lazy:Q")
+    h = alt.Chart(rules).mark_rule(strokeDash=[4, 3], color="gray").encode(y="plateau:Q")
+    return alt.layer(pts, v, h).properties(width=PANEL_W + 80, height=PANEL_H, title=alt.TitleParams(
+        "the measures behind the verdicts", subtitle="left of the vertical: lazy; below the horizontal: a plateau"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -191,19 +206,19 @@ def _cone_frame(ds: xr.Dataset) -> pd.DataFrame:
 
 
 def _velocity_frame(ds: xr.Dataset) -> pd.DataFrame:
-    dt = int(ds["dt"].min())
-    raw = ds["velocity"].sel(dt=dt)
-    smooth = smoothed_velocity(ds, dt=dt)
-    t_end = phase_one_end(ds)
-    thresh = 0.1 * float(smooth.max())
+    dt = int(ds["dt"].max())
+    raw = ds["adjacent_distance"].sel(dt=dt)
+    smooth = smoothed_adjacent(ds, dt=dt)
+    p1 = phase_one(ds)
+    thresh = p1.floor + THRESHOLDS["fraction"] * (p1.peak - p1.floor)
     df = pd.concat([
-        pd.DataFrame({"step": raw["step"].values, "v": raw.values, "series": "v(t), smallest dt"}),
+        pd.DataFrame({"step": raw["step"].values, "v": raw.values, "series": "S(t, t+Δ), largest dt"}),
         pd.DataFrame({"step": smooth["step"].values, "v": smooth.values, "series": "running median (5)"}),
     ], ignore_index=True)
     df = df[np.isfinite(df["v"]) & (df["v"] > 0)]
     df["dt"] = dt
     df["threshold"] = thresh
-    df["t_end"] = np.nan if t_end is None else float(t_end)
+    df["t_end"] = np.nan if p1.end is None else float(p1.end)
     return df
 
 
@@ -211,9 +226,10 @@ def counterexample_chart(runs: Mapping[str, xr.Dataset], *, panel_width: int = 2
     """Figure 1's three panels for each run, one column per run (the paper's Figure 3 beside Figure 1).
 
     Rows: (a) :math:`S(\\theta_t, \\theta_\\tau)` per reference step; (b) the adjacent distance per
-    ``dt``; (c) the 2-D embedding of the kernels' trajectory (◆ = H(0)); (d) the kernel velocity for
-    the smallest ``dt`` on a log scale with its running median, the threshold
-    :math:`0.1\\,\\bar v^*` and the measured end of Phase I (red) of :mod:`conelib.measures`.
+    ``dt`` (log scale); (c) the 2-D embedding of the kernels' trajectory (◆ = H(0)); (d) what
+    :func:`conelib.measures.phase_one_end` reads: :math:`S(\\theta_t, \\theta_{t+\\Delta})` at the
+    largest ``dt`` on a log scale with its running median, its Phase II floor and threshold
+    (dashed) and the end of Phase I (red).
     Each panel's y axis is independent per run. Legend clicks isolate a ``tau`` or ``dt``.
 
     Args:
@@ -237,9 +253,10 @@ def counterexample_chart(runs: Mapping[str, xr.Dataset], *, panel_width: int = 2
         column=col).resolve_scale(y="independent")
 
     pick_dt = alt.selection_point(fields=["dt"], bind="legend", name="cmp_pick_dt")
-    b = alt.Chart(_stack(runs, lambda ds: _tidy(ds["adjacent_distance"], "S"))).mark_line(
+    adj = _stack(runs, lambda ds: _tidy(ds["adjacent_distance"], "S"))
+    b = alt.Chart(adj[adj["S"] > 0]).mark_line(
         point=alt.OverlayMarkDef(size=10)).encode(
-        x=_step_axis(), y=alt.Y("S:Q", title="S(θ_t, θ_{t+dt})"),
+        x=_step_axis(), y=alt.Y("S:Q", title="S(θ_t, θ_{t+dt})", scale=alt.Scale(type="log")),
         color=alt.Color("dt:O", title="(b) dt", scale=alt.Scale(scheme="plasma"), legend=LEGEND),
         opacity=alt.condition(pick_dt, alt.value(1.0), alt.value(0.12)),
         tooltip=[alt.Tooltip("setting:N"), alt.Tooltip("dt:O"), alt.Tooltip("step:Q", title="t"),
@@ -264,17 +281,18 @@ def counterexample_chart(runs: Mapping[str, xr.Dataset], *, panel_width: int = 2
     vel_df = _stack(runs, _velocity_frame)
     vbase = alt.Chart()
     vlines = vbase.mark_line().encode(
-        x=_step_axis(), y=alt.Y("v:Q", title="v(t) (per step)", scale=alt.Scale(type="log")),
+        x=_step_axis(), y=alt.Y("v:Q", title="S(θ_t, θ_{t+Δ})", scale=alt.Scale(type="log")),
         color=alt.Color("series:N", title="(d)", legend=LEGEND,
-                        scale=alt.Scale(domain=["v(t), smallest dt", "running median (5)"], range=["#9ecae1", "#08519c"])),
+                        scale=alt.Scale(domain=["S(t, t+Δ), largest dt", "running median (5)"],
+                                        range=["#9ecae1", "#08519c"])),
         tooltip=[alt.Tooltip("setting:N"), alt.Tooltip("series:N"), alt.Tooltip("dt:Q"), alt.Tooltip("step:Q", title="t"),
                  alt.Tooltip("v:Q", format=".2e")])
     thresh = vbase.mark_rule(strokeDash=[4, 3], color="gray").encode(
-        y="threshold:Q", tooltip=[alt.Tooltip("threshold:Q", title="0.1 × peak of the median", format=".2e")])
+        y="threshold:Q", tooltip=[alt.Tooltip("threshold:Q", title="floor + 0.1 × (peak − floor)", format=".2e")])
     t_end = vbase.mark_rule(color="red", strokeDash=[6, 2]).encode(
         x="t_end:Q", tooltip=[alt.Tooltip("t_end:Q", title="end of Phase I t*")]).transform_filter("isValid(datum.t_end)")
     d = alt.layer(vlines, thresh, t_end, data=vel_df).properties(
-        width=w, height=h, title="(d) velocity; red: end of Phase I").facet(column=col).resolve_scale(
+        width=w, height=h, title="(d) what the end of Phase I is read from").facet(column=col).resolve_scale(
         y="independent")
 
     return alt.vconcat(a, b, c, d).resolve_scale(color="independent")

@@ -57,6 +57,14 @@ class RunConfig(Config):
     test_fraction: float = param(0.2, "share of mnist5k/digits held out for test (the torchvision datasets "
                                       "keep their standard split)", check=lambda v: 0 < v < 1,
                                  allowed="a number in (0, 1)")
+    n_train: int | None = param(None, "train on a class-balanced subset of this many training images (seeded); "
+                                      "None: all", check=lambda v: v >= 10, allowed="an integer >= 10")
+    label_noise: float = param(0.0, "share of training labels replaced by a random other class (seeded, fixed "
+                               "for the run; test labels untouched)", check=lambda v: 0 <= v < 1,
+                               allowed="a number in [0, 1)")
+    output_scale: float | None = param(None, "Chizat et al. (2019) lazy-training scale alpha: train "
+                                       "alpha * (f - f_init) on loss / alpha^2; None: the plain network",
+                                       check=lambda v: math.isfinite(v) and v > 0, allowed="a number > 0")
     train: TrainConfig = param(help="the SGD run", default_factory=TrainConfig)
     device: str = param("auto", "where to run: auto (a GPU when there is one), cpu, cuda or cuda:N",
                         check=lambda v: re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", v) is not None,
@@ -112,11 +120,34 @@ def profile_runs(cls: type[R], profile: str | os.PathLike, experiment: str, **ov
     return runs
 
 
-def setup(cfg: RunConfig) -> tuple[torch.device, "data_mod.TensorData", torch.nn.Module]:
-    """Device, dataset (on the device) and freshly initialised model for a run."""
-    device = resolve_device(cfg.device)
+def load_data(cfg: RunConfig, device: torch.device) -> "data_mod.TensorData":
+    """The run's data: the dataset, its training subset (``n_train``) and label noise (``label_noise``)."""
     data = data_mod.load_dataset(cfg.dataset, root=cfg.data_root, seed=cfg.seed, test_fraction=cfg.test_fraction,
                                  device=device)
+    if cfg.n_train is not None:
+        if cfg.n_train > len(data.y_train):
+            raise ParameterError("n_train", f"parameter 'n_train' ({cfg.n_train}) is larger than the training split "
+                                 f"of {cfg.dataset!r} ({len(data.y_train)} images)")
+        data = data.subset(n_train=cfg.n_train, seed=cfg.seed)
+    if cfg.label_noise > 0:
+        data = data_mod.with_label_noise(data, cfg.label_noise, seed=cfg.seed)
+    return data
+
+
+def build_model(cfg: RunConfig, data: "data_mod.TensorData", device: torch.device) -> torch.nn.Module:
+    """The run's freshly initialised model (wrapped by :class:`conelib.models.scaling.OutputScaled`
+    when ``output_scale`` is set)."""
+    from conelib.models.scaling import OutputScaled
+
     model = models.build(cfg.model, input_shape=data.input_shape, num_classes=data.num_classes, width=cfg.width,
-                         norm=cfg.norm, seed=cfg.seed).to(device)
-    return device, data, model
+                         norm=cfg.norm, seed=cfg.seed)
+    if cfg.output_scale is not None:
+        model = OutputScaled(model, cfg.output_scale)
+    return model.to(device)
+
+
+def setup(cfg: RunConfig) -> tuple[torch.device, "data_mod.TensorData", torch.nn.Module]:
+    """Device, data (on the device) and freshly initialised model for a run."""
+    device = resolve_device(cfg.device)
+    data = load_data(cfg, device)
+    return device, data, build_model(cfg, data, device)

@@ -28,9 +28,10 @@ from conelib import data as data_mod
 from conelib.config import ParameterError, param
 from conelib.experiments.common import RunConfig, device_name, profile_runs, setup
 from conelib.kernels import KernelTrajectory
-from conelib.measures import distances_dataset
+from conelib.trajectory import distances_dataset
 from conelib.ntk import KINDS, METHODS, ntk_fn
 from conelib.results import load_or_compute, result_path, save_result
+from conelib.models.scaling import loss_scale
 from conelib.train import train
 
 EXPERIMENT = "kernel_dynamics"
@@ -157,7 +158,7 @@ def _run(cfg: KernelDynamicsConfig, *, progress: bool) -> tuple[xr.Dataset, xr.D
 
     t_start = time.perf_counter()
     hist = train(model, data, cfg.train, snapshot_steps=cfg.snapshot_steps, on_snapshot=on_snapshot,
-                 eval_train_max=cfg.train_eval_size, progress=progress,
+                 eval_train_max=cfg.train_eval_size, progress=progress, loss_scale=loss_scale(cfg.output_scale),
                  desc=f"{EXPERIMENT} {cfg.model}/{cfg.dataset} seed {cfg.seed}")
     wall = time.perf_counter() - t_start
 

@@ -98,8 +98,9 @@ from conelib import data as data_mod
 from conelib import models
 from conelib.atomic import TMP_MARK, sweep_stale
 from conelib.config import ParameterError, param
-from conelib.experiments.common import RunConfig, device_name, profile_runs, resolve_device
+from conelib.experiments.common import RunConfig, build_model, device_name, load_data, profile_runs, resolve_device
 from conelib.linearize import LinearizedModel, linearize
+from conelib.models.scaling import loss_scale
 from conelib.results import load_or_compute, stored_results
 from conelib.train import TrainHistory, TrainingDivergedError, load_checkpoint, train
 
@@ -224,14 +225,8 @@ def switching(
 # --------------------------------------------------------------------------------------------
 
 
-def _build_model(cfg: RunConfig, data: data_mod.TensorData, device: torch.device) -> nn.Module:
-    return models.build(cfg.model, input_shape=data.input_shape, num_classes=data.num_classes, width=cfg.width,
-                        norm=cfg.norm, seed=cfg.seed).to(device)
-
-
-def _load_data(cfg: RunConfig, device: torch.device) -> data_mod.TensorData:
-    return data_mod.load_dataset(cfg.dataset, root=cfg.data_root, seed=cfg.seed, test_fraction=cfg.test_fraction,
-                                 device=device)
+_build_model = build_model
+_load_data = load_data
 
 
 def continue_linearized(
@@ -292,7 +287,7 @@ def continue_linearized(
     history = train(lin, data, tc, start_step=t, snapshot_steps=sorted({t, *wanted, tc.steps}),
                     optimizer_state=ckpt["optimizer"] if optimizer_policy == "carried" else None,
                     eval_train_max=EVAL_TRAIN_MAX, progress=progress, desc=f"linearized from step {t}",
-                    decay_center=center)
+                    decay_center=center, loss_scale=loss_scale(getattr(cfg, "output_scale", None)))
     return history, lin
 
 
@@ -377,6 +372,7 @@ def _run(cfg: SwitchingConfig, *, progress: bool) -> xr.Dataset:
             n_train, n_test = len(data.y_train), len(data.y_test)
             t0 = time.perf_counter()
             hist = train(model, data, rc.train, snapshot_steps=steps, checkpoint_steps=switch,
+                         loss_scale=loss_scale(rc.output_scale),
                          checkpoint_dir=Path(tmp) / f"seed{seed}", eval_train_max=EVAL_TRAIN_MAX, progress=progress,
                          desc=f"{EXPERIMENT}: standard run {cfg.model}/{cfg.dataset}, seed {seed}")
             std_sec[k] = time.perf_counter() - t0
@@ -508,7 +504,15 @@ def _run_pool(jobs: list[tuple[int, int]], args: Any, store: Any, workers: int, 
         futures = {pool.submit(_continuation_job, *args(i, k)): (i, k) for i, k in jobs}
         for fut in cf.as_completed(futures):
             i, k = futures[fut]
-            store(i, k, fut.result())
+            try:
+                out = fut.result()
+            except cf.process.BrokenProcessPool as err:
+                raise RuntimeError(
+                    "a continuation's worker process died before it could run. Worker processes are started "
+                    "with 'spawn', which imports the main script again: a script that runs the switching "
+                    "experiment must guard its code with `if __name__ == \"__main__\":` (or use workers=1)"
+                ) from err
+            store(i, k, out)
             bar.update(1)
     except BaseException:
         for proc in list(getattr(pool, "_processes", {}).values()):

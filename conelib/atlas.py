@@ -1,0 +1,172 @@
+"""Reading an atlas: what a sweep summary (:func:`conelib.sweep.summarize`) says about where the cone is.
+
+The atlas chapter quotes these; the definitions are here:
+
+* :func:`cells`: one row per *cell* (a setting of the swept parameters other than the seed),
+  with the verdict of each seed and whether the seeds agree.
+* :func:`regions`: for each verdict, the cells where every seed got it (disagreeing cells are
+  listed apart: they are the atlas' uncertainty).
+* :func:`deciding_factors`: for each block and swept factor, the values at which the cells'
+  verdict changes as that factor changes with the others fixed.
+* :func:`figure3_candidate`: the run closest to the paper's Figure 3 ("the kernel keeps evolving
+  during training, and no clear two-phase pattern"): a run with no two phases and the smallest
+  drop if there is one, else the run with the largest growth exponent; and
+  :func:`contrast_for`: a cone run of the same block that differs from it in as few factors as
+  possible (the factor that separates them).
+* :func:`sensitivity_table`: the verdict counts over the whole sweep for each threshold setting.
+* :func:`load_summary`: the stored summary of a grid, recomputed from the stored runs if asked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from conelib.measures import VERDICTS
+
+__all__ = ["cells", "regions", "deciding_factors", "figure3_candidate", "contrast_for", "sensitivity_table",
+           "load_summary", "swept", "run_label"]
+
+
+def swept(summary: xr.Dataset, *, seed: str = "seed") -> list[str]:
+    """The swept parameters other than the seed."""
+    return [d for d in json.loads(summary.attrs["swept_fields"]) if d != seed]
+
+
+def _value(v: Any) -> Any:
+    if isinstance(v, (float, np.floating)) and not np.isfinite(v):
+        return None
+    return v.item() if hasattr(v, "item") else v
+
+
+def run_label(summary: xr.Dataset, run: int, *, only: list[str] | None = None) -> str:
+    """``"lr=0.1, batch_size=32, seed=0"``: the run's swept values (or only some of them)."""
+    names = only if only is not None else json.loads(summary.attrs["swept_fields"])
+    row = summary.sel(run=run)
+    return ", ".join(f"{d}={_value(row[d].values)}" for d in names)
+
+
+def cells(summary: xr.Dataset, *, seed: str = "seed") -> pd.DataFrame:
+    """One row per cell: its swept values, the runs, each seed's verdict, and ``agree``."""
+    factors = swept(summary, seed=seed)
+    df = pd.DataFrame({d: [_value(v) for v in summary[d].values] for d in factors})
+    df["run"] = summary["run"].values
+    df["verdict"] = np.where(summary["status"].values == "failed", "failed", summary["verdict"].values.astype(str))
+    key = df[factors].astype(str).agg(" | ".join, axis=1)
+    out = []
+    for _, g in df.groupby(key, sort=False):
+        verdicts = list(g["verdict"])
+        row = {d: g[d].iloc[0] for d in factors}
+        row.update(runs=list(g["run"]), verdicts=verdicts, agree=len(set(verdicts)) == 1,
+                   verdict=verdicts[0] if len(set(verdicts)) == 1 else "seeds disagree",
+                   label=", ".join(f"{d}={g[d].iloc[0]}" for d in factors))
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def regions(summary: xr.Dataset) -> dict[str, list[str]]:
+    """Verdict (and "seeds disagree", "failed", "missing") -> the labels of its cells."""
+    c = cells(summary)
+    return {v: list(c.loc[c.verdict == v, "label"]) for v in (*VERDICTS, "seeds disagree", "failed", "missing")}
+
+
+def deciding_factors(summary: xr.Dataset) -> list[dict[str, Any]]:
+    """Where a verdict changes along one factor within a block, the other factors fixed.
+
+    Returns:
+        One entry per change: block, factor, the two neighbouring values, the verdicts on both
+        sides, and the fixed values of the other factors.
+    """
+    c = cells(summary)
+    factors = swept(summary)
+    member = summary["in_block"].values
+    blocks = [str(b) for b in summary["block"].values]
+    changes = []
+    for b, label in enumerate(blocks):
+        runs_in = set(summary["run"].values[member[:, b] == 1].tolist())
+        in_block = c[c.runs.apply(lambda r: bool(set(r) & runs_in))]
+        for f in [x for x in label.split(" × ") if x in factors]:
+            others = [x for x in label.split(" × ") if x in factors and x != f]
+            groups = in_block.groupby([str(o) for o in others], dropna=False) if others else [((), in_block)]
+            for fixed, g in groups:
+                g = g.sort_values(f, key=lambda s: pd.to_numeric(s, errors="coerce").fillna(-np.inf))
+                vals, verd = list(g[f]), list(g["verdict"])
+                for i in range(len(vals) - 1):
+                    if verd[i] != verd[i + 1]:
+                        changes.append({"block": label, "factor": f, "from": vals[i], "to": vals[i + 1],
+                                        "verdict_from": verd[i], "verdict_to": verd[i + 1],
+                                        "fixed": dict(zip(others, fixed if isinstance(fixed, tuple) else (fixed,)))})
+    return changes
+
+
+def figure3_candidate(summary: xr.Dataset) -> int | None:
+    """The stored run closest to the paper's Figure 3 (see the module docstring); ``None`` if none is stored."""
+    ok = summary["status"].values == "stored"
+    if not ok.any():
+        return None
+    runs = summary["run"].values[ok]
+    verdict = summary["verdict"].values[ok].astype(str)
+    none = verdict == "no two phases"
+    if none.any():
+        drop = summary["drop"].values[ok][none]
+        return int(runs[none][int(np.nanargmin(drop))])
+    gamma = summary["max_growth_exponent"].values[ok].astype(float)
+    return int(runs[int(np.nanargmax(np.where(np.isfinite(gamma), gamma, -np.inf)))])
+
+
+def contrast_for(summary: xr.Dataset, run: int) -> int | None:
+    """A stored cone run of the same block (same seed if possible) that differs from ``run`` in as few
+    swept values as possible; ``None`` if the atlas has no cone run."""
+    member = summary["in_block"].values
+    i = int(np.flatnonzero(summary["run"].values == run)[0])
+    blocks = np.flatnonzero(member[i])
+    cone = (summary["verdict"].values.astype(str) == VERDICTS[0]) & (summary["status"].values == "stored")
+    if not cone.any():
+        return None
+    factors = json.loads(summary.attrs["swept_fields"])
+    mine = [str(summary[d].values[i]) for d in factors]
+    best, best_key = None, None
+    for j in np.flatnonzero(cone):
+        same_block = bool(member[j, blocks].any())
+        diff = sum(str(summary[d].values[j]) != m for d, m in zip(factors, mine))
+        key = (not same_block, diff)
+        if best_key is None or key < best_key:
+            best, best_key = int(summary["run"].values[j]), key
+    return best
+
+
+def sensitivity_table(summary: xr.Dataset) -> pd.DataFrame:
+    """The stored verdict counts, one row per threshold setting (the defaults first)."""
+    counts = summary["verdict_counts"]
+    df = pd.DataFrame(counts.values, index=[str(s) for s in counts["setting"].values],
+                      columns=[str(v) for v in counts["verdict_label"].values])
+    df.index.name = "thresholds"
+    return df
+
+
+def load_summary(grid: str | os.PathLike = "atlas", *, results_root: str | os.PathLike | None = None,
+                 compute: bool = False, workers: int = 2) -> xr.Dataset:
+    """The summary of a grid (a name in ``sweeps/`` or a file): with ``compute``, run the missing
+    points first (:func:`conelib.sweep.run_sweep`); else the stored summary, or, when none is
+    stored, one read now from the stored runs."""
+    from pathlib import Path
+
+    from conelib.paths import sweeps_dir
+    from conelib.results import load_result
+    from conelib.sweep import load_grid, run_sweep, summarize, summary_path
+
+    path = Path(grid)
+    if path.suffix not in (".yaml", ".yml"):
+        path = sweeps_dir() / f"{grid}.yaml"
+    g = load_grid(path)
+    if compute:
+        return run_sweep(g, results_root=results_root, workers=workers).summary
+    stored = summary_path(g, results_root)
+    if stored.exists():
+        return load_result(stored)
+    return summarize(g, results_root, save=False)

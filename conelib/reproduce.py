@@ -1,0 +1,227 @@
+"""Rerun every experiment the book shows and compare with the stored reference results.
+
+``conelib reproduce`` (``make reproduce``) recomputes, into a scratch results folder, the runs the
+book's chapters are drawn from (the profile's kernel-dynamics and switching runs, and the atlas
+sweep) and prints, per run, the stored and the recomputed measures side by side with a pass/fail
+mark. The table is also written to ``book/reproducibility_table.md`` (shown on the book's
+"Reproducibility" page) and to ``<scratch>/reproduce.json``.
+
+Tolerance. On the same machine, with the same torch version and thread count, a recomputation is
+bitwise identical to the stored run (the data order, augmentation and initialisation are pure
+functions of the seed; the tests check it). Across torch versions, builds or thread counts the
+floating-point sums differ in their last bits, and 10^4 SGD steps amplify such differences into a
+different trajectory: a recomputed run is then *another sample of the same distribution*, not the
+same numbers. So a measure passes when the recomputed value differs from the stored one by no more
+than the spread (max - min) of that measure over the stored seeds of the same configuration, with
+a small floor (:data:`FLOORS`) for measures that happen to agree exactly across seeds; a verdict
+must match exactly. With a single seed there is no spread and only the floor applies.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["reproduce", "ReproduceReport", "FLOORS", "compare", "KD_MEASURES"]
+
+#: the kernel-dynamics measures compared, with their tolerance floors
+KD_MEASURES: dict[str, float] = {
+    "phase_one_end": 100.0,        # two snapshots of the mnist profile
+    "drop": 1.0,
+    "laziness": 0.02,
+    "floor_exponent": 0.02,
+    "max_growth_exponent": 0.02,
+    "final_test_acc": 0.001,       # 10 of 10,000 test images
+}
+#: tolerance floors for the switching measures
+SW_MEASURES: dict[str, float] = {"final_test_acc": 0.001}
+FLOORS = {**KD_MEASURES, **SW_MEASURES}
+
+
+@dataclass
+class ReproduceReport:
+    """Rows of (experiment, run, measure, stored, recomputed, tolerance, passed), and timings."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+    scratch: Path | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.missing and all(r["passed"] for r in self.rows)
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows)
+
+    def markdown(self) -> str:
+        import torch
+
+        from conelib import __version__
+
+        head = (f"Last run: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, conelib {__version__}, torch "
+                f"{torch.__version__}, {torch.get_num_threads()} threads; time: "
+                + ", ".join(f"{k} {v / 60:.0f} min" for k, v in self.seconds.items()) + ". "
+                + ("All measures within tolerance." if self.ok else
+                   f"{sum(not r['passed'] for r in self.rows)} of {len(self.rows)} measures outside tolerance"
+                   + (f"; not stored: {self.missing}" if self.missing else "") + "."))
+        lines = [head, "", "| experiment | run | measure | stored | recomputed | tolerance | |",
+                 "|---|---|---|---:|---:|---:|---|"]
+        for r in self.rows:
+            lines.append(f"| {r['experiment']} | {r['run']} | {r['measure']} | {_fmt(r['stored'])} | "
+                         f"{_fmt(r['recomputed'])} | {_fmt(r['tolerance'])} | {'pass' if r['passed'] else '**FAIL**'} |")
+        return "\n".join(lines) + "\n"
+
+    def __str__(self) -> str:
+        df = self.frame()
+        text = df.to_string(index=False, float_format=lambda x: f"{x:.4g}") if len(df) else "(nothing compared)"
+        status = "PASS" if self.ok else "FAIL"
+        return f"{text}\n[conelib] reproduce: {status}; " + ", ".join(f"{k} {v:.0f} s" for k, v in self.seconds.items())
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return "—" if not math.isfinite(v) else f"{v:.4g}"
+    return "—" if v is None else str(v)
+
+
+def compare(experiment: str, run: str, stored: dict[str, Any], recomputed: dict[str, Any],
+            spread: dict[str, float], floors: dict[str, float]) -> list[dict[str, Any]]:
+    """The rows for one run: every measure of ``floors`` (and the verdict, when present)."""
+    rows = []
+    if "verdict" in stored:
+        rows.append({"experiment": experiment, "run": run, "measure": "verdict", "stored": stored["verdict"],
+                     "recomputed": recomputed.get("verdict"), "tolerance": "equal",
+                     "passed": stored["verdict"] == recomputed.get("verdict")})
+    for m, floor in floors.items():
+        a, b = _num(stored.get(m)), _num(recomputed.get(m))
+        tol = max(floor, spread.get(m, 0.0))
+        both_missing = not math.isfinite(a) and not math.isfinite(b)
+        passed = both_missing or (math.isfinite(a) and math.isfinite(b) and abs(a - b) <= tol + 1e-12)
+        rows.append({"experiment": experiment, "run": run, "measure": m, "stored": a, "recomputed": b,
+                     "tolerance": tol, "passed": bool(passed)})
+    return rows
+
+
+def _num(v: Any) -> float:
+    try:
+        return float(v) if v is not None else float("nan")
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _spreads(table: pd.DataFrame, by: str, measures: Sequence[str]) -> dict[Any, dict[str, float]]:
+    out = {}
+    for key, g in table.groupby(by):
+        out[key] = {m: float(pd.to_numeric(g[m], errors="coerce").max() - pd.to_numeric(g[m], errors="coerce").min())
+                    for m in measures if m in g and pd.to_numeric(g[m], errors="coerce").notna().any()}
+    return out
+
+
+def _kernel_dynamics(report: ReproduceReport, profile: str, scratch: Path) -> None:
+    from conelib.experiments import kernel_dynamics, kernel_dynamics_configs
+    from conelib.results import load_result, result_path
+    from conelib.summaries import run_summary
+
+    configs = kernel_dynamics_configs(profile)
+    stored, fresh = [], []
+    for cfg in configs:
+        path = result_path("kernel_dynamics", cfg.identity())
+        if not path.exists():
+            report.missing.append(f"kernel_dynamics {cfg.model} seed {cfg.seed}")
+            continue
+        stored.append(run_summary(load_result(path)))
+        fresh.append(run_summary(kernel_dynamics(cfg, results_root=scratch, progress=True)))
+    if not stored:
+        return
+    spreads = _spreads(pd.DataFrame(stored), "model", list(KD_MEASURES))
+    for s, f in zip(stored, fresh):
+        report.rows += compare("kernel_dynamics", f"{s['model']} seed {s['seed']}", s, f, spreads[s["model"]],
+                               KD_MEASURES)
+
+
+def _switching(report: ReproduceReport, profile: str, scratch: Path) -> None:
+    from conelib.experiments import switching, switching_configs
+    from conelib.results import load_result, result_path
+
+    for cfg in switching_configs(profile):
+        path = result_path("switching", cfg.identity())
+        if not path.exists():
+            report.missing.append(f"switching {cfg.model}")
+            continue
+        old = load_result(path)
+        new = switching(cfg, results_root=scratch, progress=True)
+        for t in old["switch_step"].values:
+            spread = float(old["final_test_acc"].sel(switch_step=t).max() - old["final_test_acc"].sel(switch_step=t).min())
+            for s in old["seed"].values:
+                report.rows += compare(
+                    "switching", f"{cfg.model} t={int(t)} seed {int(s)}",
+                    {"final_test_acc": float(old["final_test_acc"].sel(switch_step=t, seed=s))},
+                    {"final_test_acc": float(new["final_test_acc"].sel(switch_step=t, seed=s))},
+                    {"final_test_acc": spread}, SW_MEASURES)
+
+
+def _atlas(report: ReproduceReport, scratch: Path) -> None:
+    from conelib.paths import default_results_root, sweeps_dir
+    from conelib.results import load_result
+    from conelib.sweep import load_grid, run_sweep, summary_path
+
+    grid = load_grid(sweeps_dir() / "atlas.yaml")
+    path = summary_path(grid, default_results_root())
+    if not path.exists():
+        report.missing.append("atlas summary")
+        return
+    old = load_result(path)
+    new = run_sweep(grid, results_root=scratch, workers=2, progress=True).summary
+    for r in old["run"].values:
+        o, n = old.sel(run=r), new.sel(run=r)
+        label = ", ".join(f"{d}={o[d].values}" for d in json.loads(old.attrs["swept_fields"]))
+        report.rows += compare("atlas", label, {"verdict": str(o["verdict"].values),
+                                                "final_test_acc": float(o["final_test_acc"])},
+                               {"verdict": str(n["verdict"].values), "final_test_acc": float(n["final_test_acc"])},
+                               {}, SW_MEASURES)
+
+
+#: the experiments :func:`reproduce` knows, in the order it runs them
+EXPERIMENTS = ("kernel_dynamics", "switching", "atlas")
+
+
+def reproduce(*, scratch: str | Path | None = None, profile: str = "mnist", only: Sequence[str] | None = None,
+              keep_going: bool = True, write_page: bool = True) -> ReproduceReport:
+    """Recompute the book's runs into ``scratch`` (default: a new temporary folder) and compare.
+
+    Raises:
+        ValueError: an unknown experiment in ``only``.
+    """
+    only = list(only or EXPERIMENTS)
+    unknown = [e for e in only if e not in EXPERIMENTS]
+    if unknown:
+        raise ValueError(f"unknown experiment(s) {unknown} for reproduce; choose from {list(EXPERIMENTS)}")
+    scratch = Path(scratch) if scratch is not None else Path(tempfile.mkdtemp(prefix="conelib-reproduce-"))
+    report = ReproduceReport(scratch=scratch)
+    steps = {"kernel_dynamics": lambda: _kernel_dynamics(report, profile, scratch),
+             "switching": lambda: _switching(report, profile, scratch),
+             "atlas": lambda: _atlas(report, scratch)}
+    for name in only:
+        t0 = time.perf_counter()
+        steps[name]()
+        report.seconds[name] = time.perf_counter() - t0
+    (scratch / "reproduce.json").write_text(json.dumps({"rows": report.rows, "seconds": report.seconds,
+                                                         "missing": report.missing}, indent=1, default=str))
+    if write_page:
+        from conelib.paths import repo_root
+
+        root = repo_root()
+        if root is not None:
+            (root / "book" / "reproducibility_table.md").write_text(report.markdown(), encoding="utf-8")
+    return report
