@@ -103,7 +103,7 @@ def bench_model(name: str, *, batch_size: int, device: torch.device, repeats: in
         "repeats": repeats,
         "standard_ms": round(std, 3),
         "linearized_ms": round(lin_ms, 3),
-        "ratio": round(lin_ms / std, 2),
+        "ratio": float(f"{lin_ms / std:.3g}"),  # 3 significant digits: never rounded to 0
     }
 
 

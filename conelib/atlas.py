@@ -30,7 +30,7 @@ import xarray as xr
 from conelib.measures import VERDICTS
 
 __all__ = ["cells", "regions", "deciding_factors", "figure3_candidate", "contrast_for", "sensitivity_table",
-           "load_summary", "swept", "run_label"]
+           "load_summary", "swept", "run_label", "base_values"]
 
 
 def swept(summary: xr.Dataset, *, seed: str = "seed") -> list[str]:
@@ -38,35 +38,77 @@ def swept(summary: xr.Dataset, *, seed: str = "seed") -> list[str]:
     return [d for d in json.loads(summary.attrs["swept_fields"]) if d != seed]
 
 
-def _value(v: Any) -> Any:
-    if isinstance(v, (float, np.floating)) and not np.isfinite(v):
-        return None
-    return v.item() if hasattr(v, "item") else v
+def _int_fields() -> set[str]:
+    """The run parameters declared as integers (the summary stores them as floats when one is None)."""
+    import typing
+
+    from conelib.experiments.kernel_dynamics import KernelDynamicsConfig
+
+    return {k for k, p in KernelDynamicsConfig.parameters().items()
+            if p.type is int or int in typing.get_args(p.type)}
+
+
+def _value(v: Any, name: str | None = None) -> Any:
+    """A summary coordinate's value as a plain Python value: NaN → None, and an integral float of an
+    integer parameter (``n_train``, stored as float beside a None) → int."""
+    v = v.item() if hasattr(v, "item") else v
+    if isinstance(v, float):
+        if not np.isfinite(v):
+            return None
+        if name is not None and v.is_integer() and name in _int_fields():
+            return int(v)
+    return v
+
+
+def _equal(a: Any, b: Any) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    try:
+        return bool(np.isclose(float(a), float(b), rtol=1e-12, atol=0))
+    except (TypeError, ValueError):
+        return str(a) == str(b)
 
 
 def run_label(summary: xr.Dataset, run: int, *, only: list[str] | None = None) -> str:
     """``"lr=0.1, batch_size=32, seed=0"``: the run's swept values (or only some of them)."""
     names = only if only is not None else json.loads(summary.attrs["swept_fields"])
     row = summary.sel(run=run)
-    return ", ".join(f"{d}={_value(row[d].values)}" for d in names)
+    return ", ".join(f"{d}={_value(row[d].values, d)}" for d in names)
+
+
+def base_values(summary: xr.Dataset) -> dict[str, Any]:
+    """The value of every swept factor at the grid's base setting (the base's own value, else the
+    run parameter's default)."""
+    from conelib.experiments.kernel_dynamics import KernelDynamicsConfig
+
+    base = json.loads(summary.attrs["grid_json"])["base"]
+    flat = KernelDynamicsConfig.from_mapping(base).flat()
+    return {d: flat.get(d) for d in json.loads(summary.attrs["swept_fields"])}
 
 
 def cells(summary: xr.Dataset, *, seed: str = "seed") -> pd.DataFrame:
-    """One row per cell: its swept values, the runs, each seed's verdict, and ``agree``."""
+    """One row per cell: its swept values, the runs, each seed's verdict, ``agree``, and a ``label``
+    naming only the factors that differ from the base setting ("base setting" for the base itself)."""
     factors = swept(summary, seed=seed)
-    df = pd.DataFrame({d: [_value(v) for v in summary[d].values] for d in factors})
+    base = base_values(summary)
+    # object columns: a ``None`` value of a factor (n_train=None: the whole training set) stays None
+    df = pd.DataFrame({d: pd.Series([_value(v, d) for v in summary[d].values], dtype=object) for d in factors})
     df["run"] = summary["run"].values
     df["verdict"] = np.where(summary["status"].values == "failed", "failed", summary["verdict"].values.astype(str))
-    key = df[factors].astype(str).agg(" | ".join, axis=1)
+    key = df[factors].apply(lambda col: col.map(str)).agg(" | ".join, axis=1)
     out = []
     for _, g in df.groupby(key, sort=False):
         verdicts = list(g["verdict"])
         row = {d: g[d].iloc[0] for d in factors}
         row.update(runs=list(g["run"]), verdicts=verdicts, agree=len(set(verdicts)) == 1,
                    verdict=verdicts[0] if len(set(verdicts)) == 1 else "seeds disagree",
-                   label=", ".join(f"{d}={g[d].iloc[0]}" for d in factors))
+                   label=", ".join(f"{d}={g[d].iloc[0]}" for d in factors if not _equal(g[d].iloc[0], base.get(d)))
+                   or "base setting")
         out.append(row)
-    return pd.DataFrame(out)
+    frame = pd.DataFrame(out)
+    for d in factors:  # keep None (and ints) as they are, not NaN and floats
+        frame[d] = pd.Series([row[d] for row in out], dtype=object)
+    return frame
 
 
 def regions(summary: xr.Dataset) -> dict[str, list[str]]:
@@ -92,15 +134,17 @@ def deciding_factors(summary: xr.Dataset) -> list[dict[str, Any]]:
         in_block = c[c.runs.apply(lambda r: bool(set(r) & runs_in))]
         for f in [x for x in label.split(" × ") if x in factors]:
             others = [x for x in label.split(" × ") if x in factors and x != f]
-            groups = in_block.groupby([str(o) for o in others], dropna=False) if others else [((), in_block)]
-            for fixed, g in groups:
+            key = in_block[others].apply(lambda col: col.map(str)).agg(" | ".join, axis=1) if others else None
+            groups = [g for _, g in in_block.groupby(key, sort=False)] if others else [in_block]
+            for g in groups:
+                fixed = tuple(g[o].iloc[0] for o in others)
                 g = g.sort_values(f, key=lambda s: pd.to_numeric(s, errors="coerce").fillna(-np.inf))
                 vals, verd = list(g[f]), list(g["verdict"])
                 for i in range(len(vals) - 1):
                     if verd[i] != verd[i + 1]:
                         changes.append({"block": label, "factor": f, "from": vals[i], "to": vals[i + 1],
                                         "verdict_from": verd[i], "verdict_to": verd[i + 1],
-                                        "fixed": dict(zip(others, fixed if isinstance(fixed, tuple) else (fixed,)))})
+                                        "fixed": dict(zip(others, fixed))})
     return changes
 
 

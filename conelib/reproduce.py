@@ -29,7 +29,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 __all__ = ["reproduce", "ReproduceReport", "FLOORS", "compare", "KD_MEASURES"]

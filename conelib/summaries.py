@@ -70,11 +70,14 @@ def run_summary(ds: xr.Dataset, **verdict_kwargs: Any) -> dict[str, Any]:
     dist_T_init.
     """
     v = measures.verdict(ds, **verdict_kwargs)
+    p1 = measures.phase_one(ds)
     row: dict[str, Any] = run_label(ds)
     row.update({
         "T": int(ds["step"].max()),
         "phase_one_end": v.phase_one_end,
         "drop": v.drop,
+        "adjacent_peak": p1.peak,
+        "adjacent_floor": p1.floor,
         "laziness": v.laziness,
         "floor_exponent": v.floor_exponent,
         "max_growth_exponent": v.max_growth_exponent,

@@ -90,7 +90,7 @@ import xarray as xr
 from conelib.atomic import atomic_write
 from conelib.config import ParameterError, coerce, unknown_names_error
 from conelib.experiments.kernel_dynamics import EXPERIMENT, KernelDynamicsConfig, kernel_dynamics
-from conelib.measures import THRESHOLDS, VERDICTS, check_thresholds, verdict
+from conelib.measures import VERDICTS, check_thresholds, verdict
 from conelib.profiles import load_profile, merge
 from conelib.results import (
     config_hash,

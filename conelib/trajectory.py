@@ -11,7 +11,6 @@ is the one implementation of both.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 
 import numpy as np
 import xarray as xr

@@ -153,8 +153,9 @@ def test_edit_a_parameter_and_run_all_in_jupyterlab_offline(lab, tmp_path):
         page.locator(".lm-Menu-itemLabel", has_text="Open With").first.hover()
         page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Jupytext Notebook$")).first.click()
         page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
-        page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle'], "
-                               ".jp-Toolbar-kernelStatus, .jp-KernelStatus", timeout=120_000)
+        # the kernel must be up before "Run All" (on a loaded machine it can take a minute; a Run All
+        # sent before that is dropped with "Session has no kernel")
+        page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=180_000)
         # edit the parameters cell: add a line that sets a parameter it does not list
         cell = page.locator(".jp-CodeCell", has_text="a tiny run for the JupyterLab test").first
         editor = cell.locator(".cm-content").first
@@ -166,15 +167,20 @@ def test_edit_a_parameter_and_run_all_in_jupyterlab_offline(lab, tmp_path):
         # Run > Run All Cells
         page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
         page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
-        # wait until every code cell has run (no "[*]" prompt, the last one numbered)
-        deadline = time.monotonic() + 300
+
+        def prompts() -> list[str]:
+            return page.locator(".jp-CodeCell .jp-InputPrompt").all_inner_texts()
+
+        deadline = time.monotonic() + 300  # wait until every code cell has run (no "[*]", all numbered)
         while time.monotonic() < deadline:
-            prompts = page.locator(".jp-CodeCell .jp-InputPrompt").all_inner_texts()
-            if prompts and all(re.search(r"\[\d+\]", p) for p in prompts):
+            now = prompts()
+            if now and all(re.search(r"\[\d+\]", p) for p in now):
                 break
             page.wait_for_timeout(1000)
-        prompts = page.locator(".jp-CodeCell .jp-InputPrompt").all_inner_texts()
-        assert all(re.search(r"\[\d+\]", p) for p in prompts), prompts
+        now = prompts()
+        if not all(re.search(r"\[\d+\]", p) for p in now):
+            page.screenshot(path=str(tmp_path / "lab-failed.png"), full_page=False)
+        assert all(re.search(r"\[\d+\]", p) for p in now), (now, str(tmp_path / "lab-failed.png"))
         assert page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr'] >> "
                             "text=Traceback").count() == 0
         # every chart drawn (Altair's JupyterChart widget, Vega bundled: no CDN)

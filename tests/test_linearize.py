@@ -378,4 +378,7 @@ def test_benchmark_script_runs(tmp_path: Path) -> None:
     assert [r["model"] for r in rows] == ["lenet5"]
     text = out.read_text().splitlines()
     assert text[0].split(",") == list(linearized_step.COLUMNS) and len(text) == 2
-    assert math.isfinite(rows[0]["ratio"]) and rows[0]["ratio"] > 0
+    # the ratio is what the two timings say (to 3 significant digits), whatever they are: a smoke test
+    # must not depend on timing (a first call can take 100x longer than the next)
+    r = rows[0]
+    assert math.isfinite(r["ratio"]) and r["ratio"] == pytest.approx(r["linearized_ms"] / r["standard_ms"], rel=5e-3)

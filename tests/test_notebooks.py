@@ -70,6 +70,7 @@ def test_inline_expressions_become_glue_evaluated_in_place():
     assert md1.source == "x is {glue:text}`_eval_0` and again {glue:text}`_eval_0`, y is {glue:text}`_eval_1`."
     assert md2.source == "now {glue:text}`_eval_2`"
     assert "remove-cell" in glue1.metadata["tags"] and "(x)" in glue1.source and "(f'{x + 1}')" in glue1.source
+    assert "remove-cell" in glue2.metadata["tags"] and "(x)" in glue2.source
     # executing the cells in order glues the values each markdown cell would have shown
     from unittest import mock
 

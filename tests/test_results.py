@@ -25,7 +25,6 @@ from conelib.results import (
     save_result,
     stored_results,
 )
-from conelib import results as results_mod
 
 PROVENANCE_KEYS = {
     "config_json",

@@ -12,7 +12,6 @@ import json
 
 import numpy as np
 import pytest
-import xarray as xr
 import yaml
 
 import sys
@@ -324,3 +323,17 @@ def test_atlas_and_counterexample_charts_hold_every_run(tmp_path):
     assert len(cmp["vconcat"]) == 4
     with pytest.raises(ValueError, match="at least one"):
         counterexample_chart({})
+
+
+def test_cells_group_the_seeds_of_a_factor_left_at_none(tmp_path):
+    """``n_train: [null, 200]`` (null: the whole training set) gives two cells of two seeds each;
+    a missing value must not break the grouping (pandas keeps NaN through ``astype(str)``)."""
+    from conelib.atlas import cells
+
+    grid = Grid.from_mapping({"base": TINY_BASE, "grid": {"seed": [0, 1], "n_train": [None, 200]}})
+    summary = summarize(grid, tmp_path, save=False)
+    c = cells(summary)
+    assert len(c) == 2 and all(len(r) == 2 for r in c.runs)
+    assert sorted(c.label) == ["base setting", "n_train=200"]  # the base has n_train=None
+    by_runs = {tuple(sorted(int(summary.seed.values[i]) for i in r)) for r in c.runs}
+    assert by_runs == {(0, 1)}

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
-import yaml
 
 from conelib import data as data_mod
 from conelib import models
@@ -315,7 +314,8 @@ def test_phase_one_end_is_read_from_a_matching_kernel_dynamics_result(tmp_path) 
     cfg = SwitchingConfig(**TINY)
     steps = np.arange(0, 41, 2)
     velocity = np.where(steps < 14, 1.0, 0.01)[:, None] * np.ones((1, 2))
-    kd = xr.Dataset({"velocity": (("step", "dt"), velocity)}, coords={"step": steps, "dt": [2, 4]})
+    kd = xr.Dataset({"velocity": (("step", "dt"), velocity), "adjacent_distance": (("step", "dt"), velocity * 2)},
+                    coords={"step": steps, "dt": [2, 4]})
     kd_cfg = {k: getattr(cfg, k) for k in ("model", "dataset", "width", "norm", "batch_size", "lr", "momentum",
                                            "weight_decay", "warmup_steps", "gamma", "augment", "test_fraction",
                                            "seed")}

@@ -149,22 +149,23 @@ def kernel_velocity_chart(ds: xr.Dataset, phase_end: int | None = None) -> alt.C
 
 def velocity_and_fit_chart(ds: xr.Dataset, phase_ends: dict[int, int | None] | None = None,
                            fit_steps: dict[int, int | None] | None = None) -> alt.VConcatChart:
-    """The kernel velocity (smallest ``dt``, log scale) above the training accuracy and loss, on one
+    """What the end of Phase I is read from, :math:`S(\\theta_t, \\theta_{t+\\Delta})` at the largest gap
+    (log scale, :func:`conelib.measures.phase_one_end`), above the training accuracy and loss, on one
     step axis, one line per seed; red rules: the end of Phase I, green rules: the step at which the
     training subset is first fit (both per seed; tooltips say which seed).
 
     Answers at a glance whether the end of Phase I coincides with memorising the training set.
     """
-    dt = int(ds["dt"].min())
-    vel = _tidy(ds["velocity"].sel(dt=dt, drop=True), "v")
+    dt = int(ds["dt"].max())
+    vel = _tidy(ds["adjacent_distance"].sel(dt=dt, drop=True), "v")
     vel = vel[vel["v"] > 0]
     seeds_in = "seed" in vel
     seed_enc = {"detail": alt.Detail("seed:O")} if seeds_in else {}
     tip_seed = [alt.Tooltip("seed:O")] if seeds_in else []
     v_chart = alt.Chart(vel).mark_line(color="#6a3d9a", strokeWidth=1.2).encode(
-        x=_step_axis(), y=alt.Y("v:Q", title=f"v(t), dt = {dt} (per step)", scale=alt.Scale(type="log")),
+        x=_step_axis(), y=alt.Y("v:Q", title=f"S(θ_t, θ_t+{dt})", scale=alt.Scale(type="log")),
         tooltip=[*tip_seed, "step:Q", alt.Tooltip("v:Q", format=".2e")], **seed_enc,
-    ).properties(width=2 * PANEL_W, height=150, title="kernel velocity, training accuracy and loss")
+    ).properties(width=2 * PANEL_W, height=150, title=f"adjacent distance at dt = {dt}, training accuracy and loss")
     rows = []
     for name, label in (("train_acc", "train accuracy"), ("train_loss", "train loss")):
         df = _tidy(ds[name], "value")

@@ -113,7 +113,18 @@ def profile_runs(cls: type[R], profile: str | os.PathLike, experiment: str, **ov
                 raise ParameterError(key, f"parameter {key!r} must be a non-empty list; got {values!r}")
             lists[single] = list(values)
     where = f"profile {profile!r} ({profile_path(profile)}), section {experiment!r}"
-    base = cls.from_mapping(merge(section, overrides), where=where)
+    # a bad value in the profile is named with the profile; a bad override without it
+    bad_in_profile = None
+    try:
+        cls.from_mapping(section, where=where)
+    except ParameterError as err:
+        bad_in_profile = err
+    try:
+        base = cls.from_mapping(merge(section, overrides))
+    except ParameterError as err:
+        if bad_in_profile is not None and err.name not in overrides:
+            raise bad_in_profile from None
+        raise
     runs = [base]
     for single, values in lists.items():
         runs = [r.replace(**{single: v}) for r in runs for v in values]

@@ -95,7 +95,6 @@ from torch import nn
 from tqdm import tqdm
 
 from conelib import data as data_mod
-from conelib import models
 from conelib.atomic import TMP_MARK, sweep_stale
 from conelib.config import ParameterError, param
 from conelib.experiments.common import RunConfig, build_model, device_name, load_data, profile_runs, resolve_device
@@ -534,15 +533,15 @@ def config_of(ds: xr.Dataset) -> SwitchingConfig:
     return SwitchingConfig.from_mapping({k: v for k, v in d.items() if k in names})
 
 
-#: the parameters that fix the training trajectory up to a given step (kernel dynamics vs switching)
-TRAJECTORY_PARAMS = ("model", "dataset", "width", "norm", "test_fraction", "batch_size", "lr", "momentum",
-                     "weight_decay", "nesterov", "warmup_steps", "milestones", "gamma", "augment", "seed")
+#: the parameters that fix the training trajectory up to a given step (kernel dynamics vs switching):
+#: every non-runtime parameter of a run but its length
+TRAJECTORY_PARAMS = tuple(k for k, p in RunConfig.parameters().items() if not p.runtime and k != "steps")
 
 
 def same_trajectory(a: RunConfig, b: RunConfig) -> bool:
     """Whether two runs follow the same SGD trajectory up to the shorter one's last step: every
-    parameter that fixes it is equal (data order and schedule are pure functions of
-    ``(seed, step)``)."""
+    parameter of :class:`RunConfig` that fixes it (all but the runtime ones and ``steps``) is equal
+    (data order and schedule are pure functions of ``(seed, step)``)."""
     fa, fb = a.flat(), b.flat()
     return all(_same(fa[k], fb[k]) for k in TRAJECTORY_PARAMS)
 

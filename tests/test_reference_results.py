@@ -1,0 +1,52 @@
+"""The committed reference results are the ones the book's notebooks ask for (so `make main` on a
+fresh clone loads them instead of training for hours), they verify, and they stay small."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+
+from conelib.experiments import kernel_dynamics_configs, switching_configs
+from conelib.paths import repo_root, sweeps_dir
+from conelib.results import config_hash, load_result, result_path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "results"
+
+
+def _committed() -> list[Path]:
+    out = subprocess.run(["git", "ls-files", "results"], cwd=ROOT, capture_output=True, text=True)
+    return [ROOT / p for p in out.stdout.split() if p.endswith(".nc")]
+
+
+def test_every_run_of_the_book_is_committed_and_verifies():
+    assert repo_root() == ROOT
+    wanted = [("kernel_dynamics", c) for c in kernel_dynamics_configs("mnist")]
+    wanted += [("switching", c) for c in switching_configs("mnist")]
+    committed = set(_committed())
+    for experiment, cfg in wanted:
+        path = result_path(experiment, cfg.identity(), RESULTS)
+        assert path in committed, f"{experiment} {cfg.model} seed {cfg.seed}: {path.name} is not committed"
+        ds = load_result(path)  # checksum verified
+        assert ds.attrs["config_hash"] == config_hash(cfg.identity())
+        assert "git_commit" in ds.attrs and "torch_num_threads" in ds.attrs
+
+
+def test_the_atlas_summary_is_committed_with_every_run_of_its_grid():
+    from conelib.sweep import expand_grid, load_grid, summary_path
+
+    grid = load_grid(sweeps_dir() / "atlas.yaml")
+    path = summary_path(grid, RESULTS)
+    assert path in set(_committed()), f"the atlas summary {path.name} is not committed"
+    summary = load_result(path)
+    assert int(summary.attrs["n_runs"]) == len(expand_grid(grid))
+    assert list(summary.config_hash.values) == [config_hash(p.config.identity()) for p in expand_grid(grid)]
+
+
+def test_committed_results_stay_small():
+    sizes = {p: p.stat().st_size for p in _committed()}
+    assert sum(sizes.values()) < 20 * 2**20, "committed results exceed 20 MiB"
+    assert max(sizes.values(), default=0) < 5 * 2**20
+    for p in sizes:
+        assert not p.name.endswith(".kernels.nc"), f"kernels are not committed: {p}"
