@@ -144,7 +144,8 @@ def stack_seeds(runs: Sequence[xr.Dataset]) -> xr.Dataset:
 
 
 def describe_range(values: Any, fmt: str = "{:.3g}", *, unit: str = "", none: str = "—") -> str:
-    """Values over seeds as text: ``"6,550–6,750"``, or one value when all agree; ``None``/NaN
+    """Values over seeds as text: ``"6,550–6,750"`` (``"−400 to +350"`` when the range starts below
+    zero, where a dash would read as a minus sign), or one value when all agree; ``None``/NaN
     entries are named (``"6,600 (1 of 3: none found)"``)."""
     vals = [v for v in pd.to_numeric(pd.Series(list(values)), errors="coerce")]
     ok = [float(v) for v in vals if np.isfinite(v)]
@@ -152,7 +153,7 @@ def describe_range(values: Any, fmt: str = "{:.3g}", *, unit: str = "", none: st
     if not ok:
         return none
     lo, hi = fmt.format(min(ok)), fmt.format(max(ok))
-    text = (lo if lo == hi else f"{lo}–{hi}") + unit
+    text = (lo if lo == hi else f"{lo} to {hi}" if min(ok) < 0 else f"{lo}–{hi}") + unit
     if missing:
         text += f" ({missing} of {len(vals)}: {none})"
     return text
