@@ -181,7 +181,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     from conelib.reproduce import reproduce
 
     report = reproduce(scratch=args.scratch, profile=args.profile or "mnist", only=args.only,
-                       keep_going=True, write_page=not args.no_page)
+                       write_page=not args.no_page)
     print(report)
     return 0 if report.ok else 1
 

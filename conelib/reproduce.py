@@ -196,7 +196,7 @@ EXPERIMENTS = ("kernel_dynamics", "switching", "atlas")
 
 
 def reproduce(*, scratch: str | Path | None = None, profile: str = "mnist", only: Sequence[str] | None = None,
-              keep_going: bool = True, write_page: bool = True) -> ReproduceReport:
+              write_page: bool = True) -> ReproduceReport:
     """Recompute the book's runs into ``scratch`` (default: a new temporary folder) and compare.
 
     Raises:
@@ -207,6 +207,7 @@ def reproduce(*, scratch: str | Path | None = None, profile: str = "mnist", only
     if unknown:
         raise ValueError(f"unknown experiment(s) {unknown} for reproduce; choose from {list(EXPERIMENTS)}")
     scratch = Path(scratch) if scratch is not None else Path(tempfile.mkdtemp(prefix="conelib-reproduce-"))
+    scratch.mkdir(parents=True, exist_ok=True)
     report = ReproduceReport(scratch=scratch)
     steps = {"kernel_dynamics": lambda: _kernel_dynamics(report, profile, scratch),
              "switching": lambda: _switching(report, profile, scratch),
