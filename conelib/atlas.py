@@ -70,11 +70,17 @@ def _equal(a: Any, b: Any) -> bool:
 
 
 def run_label(summary: xr.Dataset, run: int, *, only: list[str] | None = None) -> str:
-    """``"lr=0.1, batch_size=32, seed=0"``: the run's swept values (or only some of them)."""
-    names = only if only is not None else json.loads(summary.attrs["swept_fields"])
+    """``"lr=0.3, batch_size=32, seed=0"``: the run's swept values that differ from the base setting,
+    and its seed (or the values of ``only``)."""
     row = summary.sel(run=run)
+    if only is not None:
+        names = only
+    else:
+        base = base_values(summary)
+        names = [d for d in json.loads(summary.attrs["swept_fields"])
+                 if d != "seed" and not _equal(_value(row[d].values, d), base.get(d))]
+        names += ["seed"] if "seed" in summary else []
     return ", ".join(f"{d}={_value(row[d].values, d)}" for d in names)
-
 
 def base_values(summary: xr.Dataset) -> dict[str, Any]:
     """The value of every swept factor at the grid's base setting (the base's own value, else the

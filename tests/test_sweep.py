@@ -328,7 +328,7 @@ def test_atlas_and_counterexample_charts_hold_every_run(tmp_path):
 def test_cells_group_the_seeds_of_a_factor_left_at_none(tmp_path):
     """``n_train: [null, 200]`` (null: the whole training set) gives two cells of two seeds each;
     a missing value must not break the grouping (pandas keeps NaN through ``astype(str)``)."""
-    from conelib.atlas import cells
+    from conelib.atlas import cells, run_label
 
     grid = Grid.from_mapping({"base": TINY_BASE, "grid": {"seed": [0, 1], "n_train": [None, 200]}})
     summary = summarize(grid, tmp_path, save=False)
@@ -337,3 +337,8 @@ def test_cells_group_the_seeds_of_a_factor_left_at_none(tmp_path):
     assert sorted(c.label) == ["base setting", "n_train=200"]  # the base has n_train=None
     by_runs = {tuple(sorted(int(summary.seed.values[i]) for i in r)) for r in c.runs}
     assert by_runs == {(0, 1)}
+    # a run is named by what differs from the base, and its seed
+    for r in summary.run.values:
+        n, seed = summary.n_train.values[r], int(summary.seed.values[r])
+        want = f"seed={seed}" if np.isnan(n) else f"n_train=200, seed={seed}"
+        assert run_label(summary, int(r)) == want
