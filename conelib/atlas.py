@@ -69,18 +69,27 @@ def _equal(a: Any, b: Any) -> bool:
         return str(a) == str(b)
 
 
+def _text_key(df: pd.DataFrame, columns: list[str]) -> pd.Series:
+    """One text key per row over ``columns`` (None and NaN become text: pandas keeps NaN through
+    ``astype(str)``, and groupby drops it)."""
+    return df[columns].apply(lambda col: col.map(str)).agg(" | ".join, axis=1)
+
+
+def _changed(values: dict[str, Any], base: dict[str, Any]) -> str:
+    """``"lr=0.3, batch_size=32"``: the values that differ from the base setting."""
+    return ", ".join(f"{d}={v}" for d, v in values.items() if not _equal(v, base.get(d)))
+
+
 def run_label(summary: xr.Dataset, run: int, *, only: list[str] | None = None) -> str:
     """``"lr=0.3, batch_size=32, seed=0"``: the run's swept values that differ from the base setting,
     and its seed (or the values of ``only``)."""
     row = summary.sel(run=run)
     if only is not None:
-        names = only
-    else:
-        base = base_values(summary)
-        names = [d for d in json.loads(summary.attrs["swept_fields"])
-                 if d != "seed" and not _equal(_value(row[d].values, d), base.get(d))]
-        names += ["seed"] if "seed" in summary else []
-    return ", ".join(f"{d}={_value(row[d].values, d)}" for d in names)
+        return ", ".join(f"{d}={_value(row[d].values, d)}" for d in only)
+    values = {d: _value(row[d].values, d) for d in swept(summary)}
+    seed = [f"seed={_value(row['seed'].values, 'seed')}"] if "seed" in summary else []
+    return ", ".join([x for x in [_changed(values, base_values(summary))] if x] + seed)
+
 
 def base_values(summary: xr.Dataset) -> dict[str, Any]:
     """The value of every swept factor at the grid's base setting (the base's own value, else the
@@ -101,15 +110,13 @@ def cells(summary: xr.Dataset, *, seed: str = "seed") -> pd.DataFrame:
     df = pd.DataFrame({d: pd.Series([_value(v, d) for v in summary[d].values], dtype=object) for d in factors})
     df["run"] = summary["run"].values
     df["verdict"] = np.where(summary["status"].values == "failed", "failed", summary["verdict"].values.astype(str))
-    key = df[factors].apply(lambda col: col.map(str)).agg(" | ".join, axis=1)
     out = []
-    for _, g in df.groupby(key, sort=False):
+    for _, g in df.groupby(_text_key(df, factors), sort=False):
         verdicts = list(g["verdict"])
         row = {d: g[d].iloc[0] for d in factors}
         row.update(runs=list(g["run"]), verdicts=verdicts, agree=len(set(verdicts)) == 1,
                    verdict=verdicts[0] if len(set(verdicts)) == 1 else "seeds disagree",
-                   label=", ".join(f"{d}={g[d].iloc[0]}" for d in factors if not _equal(g[d].iloc[0], base.get(d)))
-                   or "base setting")
+                   label=_changed(row, base) or "base setting")
         out.append(row)
     frame = pd.DataFrame(out)
     for d in factors:  # keep None (and ints) as they are, not NaN and floats
@@ -140,8 +147,7 @@ def deciding_factors(summary: xr.Dataset) -> list[dict[str, Any]]:
         in_block = c[c.runs.apply(lambda r: bool(set(r) & runs_in))]
         for f in [x for x in label.split(" × ") if x in factors]:
             others = [x for x in label.split(" × ") if x in factors and x != f]
-            key = in_block[others].apply(lambda col: col.map(str)).agg(" | ".join, axis=1) if others else None
-            groups = [g for _, g in in_block.groupby(key, sort=False)] if others else [in_block]
+            groups = [g for _, g in in_block.groupby(_text_key(in_block, others), sort=False)] if others else [in_block]
             for g in groups:
                 fixed = tuple(g[o].iloc[0] for o in others)
                 g = g.sort_values(f, key=lambda s: pd.to_numeric(s, errors="coerce").fillna(-np.inf))
