@@ -82,21 +82,34 @@ def _run_names(args: argparse.Namespace) -> list[str]:
     return names
 
 
+def _applicable(name: str, params: dict[str, Any], args: argparse.Namespace, *, several: bool) -> dict[str, Any]:
+    """The parameters for notebook ``name``: ``--profile`` given for several notebooks (``conelib all
+    --profile mnist``) applies to those that read a profile; the atlas chapter reads a sweep grid
+    instead. Asked of that notebook alone, it is refused by the check like any unknown parameter."""
+    from conelib.nbparams import notebook_parameters
+
+    if several and args.profile is not None and "profile" not in notebook_parameters(name):
+        print(f"[conelib] {name} reads no profile (--profile {args.profile} does not apply to it)", flush=True)
+        return {k: v for k, v in params.items() if k != "profile"}
+    return params
+
+
 def _run_all(args: argparse.Namespace, names: list[str]) -> list[str]:
     """Run ``names``; returns those that failed (each failure is reported, the others still run)."""
     from conelib.nbparams import check
     from conelib.nbrun import NotebookFailed, run_notebook
 
     params = _parameters(args)
+    per_notebook = {name: _applicable(name, params, args, several=len(names) > 1) for name in names}
     for name in names:  # every notebook's parameters are checked before the first one runs
-        check(name, params)
+        check(name, per_notebook[name])
     failed = []
     for name in names:
         out = _output(args, name, len(names) > 1)
         t0 = time.perf_counter()
-        print(f"[conelib] running notebook {name} with {params or 'the defaults'} -> {out}", flush=True)
+        print(f"[conelib] running notebook {name} with {per_notebook[name] or 'the defaults'} -> {out}", flush=True)
         try:
-            run_notebook(name, params, output=out, quiet=args.quiet)
+            run_notebook(name, per_notebook[name], output=out, quiet=args.quiet)
         except NotebookFailed as err:
             print(f"[conelib] {name}: FAILED after {time.perf_counter() - t0:.0f} s: {err}", file=sys.stderr,
                   flush=True)

@@ -130,6 +130,14 @@ def test_conelib_all_runs_every_notebook_builds_the_book_and_exits_1_on_a_failur
     assert ran == ["kernel_dynamics", "switching", "counterexample"] and built == [1]
     err = capsys.readouterr().err
     assert "switching: FAILED" in err and "the last run of ['switching'] failed" in err
+    # `make main` passes --profile: it reaches the notebooks that read a profile, not the atlas chapter
+    ran.clear()
+    got = {}
+    monkeypatch.setattr(nbrun, "run_notebook", lambda name, params, *, output, quiet: got.update({name: params}))
+    monkeypatch.setattr(book_mod, "stale_chapters", lambda: [])
+    assert cli.main(["all", "--profile", "mnist"]) == 0
+    assert got == {"kernel_dynamics": {"profile": "mnist"}, "switching": {"profile": "mnist"}, "counterexample": {}}
+    assert cli.main(["run", "counterexample", "--profile", "mnist"]) == 2  # alone: an unknown parameter
 
 
 # 5 ------------------------------------------------------------------------------------------
