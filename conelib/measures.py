@@ -346,6 +346,8 @@ class Verdict:
         plateau_refs: how many judged reference steps plateau, of ``n_refs``.
         late_growth_share: at :math:`\\tau = t^*`.
         embedding_share: :func:`phase_two_embedding_share`.
+        peak, floor: the peak and the Phase II floor of the smoothed adjacent distance that
+            ``drop`` is the ratio of (:class:`PhaseOne`).
     """
 
     verdict: str
@@ -359,6 +361,8 @@ class Verdict:
     n_refs: int | None = None
     late_growth_share: float | None = None
     embedding_share: float | None = None
+    peak: float | None = None
+    floor: float | None = None
 
     def asdict(self) -> dict:
         return asdict(self)
@@ -375,7 +379,7 @@ def verdict(ds: xr.Dataset, **thresholds: Any) -> Verdict:
     p1 = phase_one(ds, fraction=t["fraction"], min_drop=t["min_drop"], hold=t["hold"],
                    min_phase_two=t["min_phase_two"], smooth=int(t["smooth"]))
     if p1.end is None:
-        return Verdict("no two phases", None, p1.drop)
+        return Verdict("no two phases", None, p1.drop, peak=p1.peak, floor=p1.floor)
     t_end = p1.end
     lam = laziness(ds, t_end)
     beta = floor_exponent(ds, t_end)
@@ -391,4 +395,4 @@ def verdict(ds: xr.Dataset, **thresholds: Any) -> Verdict:
     else:
         label = "two phases, drifting"
     return Verdict(label, t_end, p1.drop, lam, beta, {str(k): v for k, v in gammas.items()},
-                   max(finite) if finite else None, n_plateau, len(finite), share, emb)
+                   max(finite) if finite else None, n_plateau, len(finite), share, emb, p1.peak, p1.floor)

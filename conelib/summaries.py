@@ -64,20 +64,20 @@ def run_summary(ds: xr.Dataset, **verdict_kwargs: Any) -> dict[str, Any]:
 
     Keys: model, seed, config_hash, T, the measures of :func:`conelib.measures.verdict` (with
     ``verdict_kwargs``: phase_one_end, drop, laziness, floor_exponent, max_growth_exponent,
-    plateau_refs, late_growth_share, embedding_share, verdict),
+    plateau_refs, late_growth_share, embedding_share, verdict; adjacent_peak and adjacent_floor,
+    the two values ``drop`` is the ratio of),
     fit_99 and fit_100 (:func:`fit_step`), final_test_acc, final_train_acc, final_train_loss,
     floor_dt<dt> for every dt, dist_T_tau<tau> (:math:`S(\\theta_T, \\theta_\\tau)`) for every tau,
     dist_T_init.
     """
     v = measures.verdict(ds, **verdict_kwargs)
-    p1 = measures.phase_one(ds)
     row: dict[str, Any] = run_label(ds)
     row.update({
         "T": int(ds["step"].max()),
         "phase_one_end": v.phase_one_end,
         "drop": v.drop,
-        "adjacent_peak": p1.peak,
-        "adjacent_floor": p1.floor,
+        "adjacent_peak": v.peak,
+        "adjacent_floor": v.floor,
         "laziness": v.laziness,
         "floor_exponent": v.floor_exponent,
         "max_growth_exponent": v.max_growth_exponent,
@@ -144,7 +144,7 @@ def stack_seeds(runs: Sequence[xr.Dataset]) -> xr.Dataset:
 
 
 def describe_range(values: Any, fmt: str = "{:.3g}", *, unit: str = "", none: str = "—") -> str:
-    """Values over seeds as text: ``"6,550–6,750"`` (``"−400 to +350"`` when the range starts below
+    """Values over seeds as text: ``"6,550–6,750"`` (``"-400 to +350"`` when the range starts below
     zero, where a dash would read as a minus sign), or one value when all agree; ``None``/NaN
     entries are named (``"6,600 (1 of 3: none found)"``)."""
     vals = [v for v in pd.to_numeric(pd.Series(list(values)), errors="coerce")]

@@ -11,6 +11,7 @@ import pytest
 from synthetic import STEPS, stand_in, trajectory
 
 from conelib.experiments import KernelDynamicsConfig
+from conelib.measures import phase_one
 from conelib.results import config_hash
 from conelib.summaries import (describe_range, fit_step, phase_two_floor, run_summary, runs_table, seed_spread,
                                stack_seeds)
@@ -70,6 +71,12 @@ def test_run_summary_table_and_spread_over_seeds():
     row = run_summary(runs[0])
     assert row["verdict"] == "two phases, cone" and row["fit_100"] == int(STEPS[-1])
     assert row["final_test_acc"] == pytest.approx(0.9)
+    # the peak and floor are the ones the verdict read, with the verdict's thresholds
+    for kw in ({}, {"smooth": 9}):
+        p1 = phase_one(runs[0], smooth=kw.get("smooth", 5))
+        r = run_summary(runs[0], **kw)
+        assert (r["adjacent_peak"], r["adjacent_floor"]) == (p1.peak, p1.floor)
+        assert r["drop"] == pytest.approx(p1.peak / p1.floor)
     assert row["dist_T_tau8000"] == pytest.approx(float(runs[0]["dist_to_ref"].sel(ref_step=8000).isel(step=-1)))
     assert table.loc[0, "phase_one_end"] is None or pd.isna(table.loc[0, "phase_one_end"])  # no two phases
     spread = seed_spread(table, ["phase_one_end", "final_test_acc"]).set_index(["model", "measure"])
