@@ -9,8 +9,8 @@ The public API, re-exported here:
 * models and data: :func:`build_model`, :func:`load_dataset`, :func:`probe_subset`
 * training: :class:`TrainConfig`, :func:`train`
 * results: :func:`load_or_compute`, :func:`save_result`, :func:`load_result`, :func:`config_hash`
-* measures: :func:`phase_one_end`, :func:`laziness`, :func:`floor_exponent`, :func:`growth_exponents`,
-  :func:`verdict`
+* measures (version 3: denoised, with intervals): :func:`verdict`, :func:`measure`, :func:`assess`
+  (bootstrap intervals and the verdict's robustness); versions 1 and 2 in :mod:`conelib.measures`
 * experiments: :mod:`conelib.experiments`; charts: :mod:`conelib.charts`
 """
 
@@ -24,7 +24,7 @@ from conelib.kernels import (
     kernel_velocity,
     pairwise_distances,
 )
-from conelib.measures import floor_exponent, growth_exponents, laziness, phase_one_end, verdict
+from conelib.measures import assess, measure, verdict
 from conelib.trajectory import trajectory_dataset
 from conelib.models import MODELS, NORMS
 from conelib.models import build as build_model
@@ -40,7 +40,7 @@ __all__ = [
     "empirical_ntk", "ntk_fn",
     "KernelTrajectory", "adjacent_distance", "cone_embedding", "distance_to_reference", "kernel_distance",
     "kernel_velocity", "pairwise_distances",
-    "floor_exponent", "growth_exponents", "laziness", "phase_one_end", "trajectory_dataset", "verdict",
+    "assess", "measure", "trajectory_dataset", "verdict",
     "config_hash", "load_or_compute", "load_result", "save_result", "stored_results",
     "TrainConfig", "TrainingDivergedError", "train",
 ]

@@ -172,9 +172,11 @@ def _cmd_params(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
+    from conelib.analysis.atlas_summary import summarize
     from conelib.sweep import run_sweep_file
 
-    report = run_sweep_file(args.grid, address=args.address, workers=args.workers, results_root=args.results_root)
+    report = run_sweep_file(args.grid, address=args.address, workers=args.workers, results_root=args.results_root,
+                            summarize=summarize)
     print(report)
     if report.failed or (report.summary is not None and report.summary.attrs.get("n_missing", 0)):
         print(f"[conelib] sweep incomplete: {len(report.failed)} run(s) failed", file=sys.stderr, flush=True)

@@ -391,6 +391,12 @@ class Config:
         params = parameters(type(self))
         return {k: v for k, v in self.flat().items() if not params[k].runtime and v != params[k].default}
 
+    def full(self) -> dict[str, Any]:
+        """Every non-runtime parameter, defaults included: what a stored result records of itself
+        beside its identity, so that the file says what it is and a changed default is caught."""
+        params = parameters(type(self))
+        return {k: v for k, v in self.flat().items() if not params[k].runtime}
+
     def runtime(self) -> dict[str, Any]:
         """The runtime parameters (where/how to run) and their values."""
         params = parameters(type(self))

@@ -49,6 +49,9 @@ __all__ = [
     "result_status",
     "stored_results",
     "CorruptResultError",
+    "StaleResultError",
+    "check_full_config",
+    "stored_full_config",
 ]
 
 logger = logging.getLogger(__name__)
@@ -218,10 +221,18 @@ def _version(module: str) -> str:
     return str(getattr(mod, "__version__", "unknown"))
 
 
-def provenance_attrs(config: Mapping[str, Any], *, device: str | None = None) -> dict:
+class StaleResultError(ValueError):
+    """A stored result's full configuration differs from the one asked for under the same identity
+    (a default changed since it was computed)."""
+
+
+def provenance_attrs(config: Mapping[str, Any], *, device: str | None = None,
+                     full: Mapping[str, Any] | None = None) -> dict:
     """Provenance attributes for a result Dataset (after ArviZ's ``make_attrs``).
 
-    Keys: ``config_json`` (canonical, sorted JSON), ``config_hash``, ``git_commit`` (``git
+    Keys: ``config_json`` (canonical, sorted JSON of the identity: what the hash is taken over),
+    ``config_full_json`` (every parameter, defaults included, when ``full`` is given: the file says
+    what it is on its own), ``config_hash``, ``git_commit`` (``git
     rev-parse HEAD`` of the conelib source tree, ``"unknown"`` outside a repository),
     ``git_dirty`` (int 0/1), ``conelib_version``, ``torch_version``, ``python_version``,
     ``numpy_version``, ``xarray_version``, ``device`` (``"unknown"`` if not given),
@@ -231,8 +242,10 @@ def provenance_attrs(config: Mapping[str, Any], *, device: str | None = None) ->
     from conelib import __version__ as conelib_version
 
     commit, dirty = _git_state()
+    extra = {} if full is None else {"config_full_json": _config_json(full)}
     return {
         "config_json": _config_json(config),
+        **extra,
         "config_hash": config_hash(config),
         "git_commit": commit,
         "git_dirty": int(dirty),
@@ -354,7 +367,10 @@ def save_result(ds: xr.Dataset, path: str | Path) -> Path:
         raise TypeError(f"ds must be an xarray.Dataset; got {type(ds).__name__}")
     clean = _sanitized_copy(ds)
     clean.attrs[CHECKSUM_ATTR] = content_digest(clean)
-    return atomic_write(path, lambda tmp: clean.to_netcdf(tmp, engine="netcdf4"))
+    # lossless zlib compression of the larger numeric variables (pairwise distances, curves)
+    encoding = {name: {"zlib": True, "complevel": 4} for name, var in clean.data_vars.items()
+                if var.size >= 4096 and var.dtype.kind in "fiu"}
+    return atomic_write(path, lambda tmp: clean.to_netcdf(tmp, engine="netcdf4", encoding=encoding))
 
 
 def load_result(path: str | Path, *, verify: bool = True) -> xr.Dataset:
@@ -405,8 +421,17 @@ def load_or_compute(
     root: str | Path | None = None,
     recompute: bool = False,
     device: str | Callable[[], str] | None = None,
+    full: Mapping[str, Any] | None = None,
 ) -> xr.Dataset:
     """The stored result of ``(experiment, config)``, computing and storing it if needed.
+
+    ``config`` is the identity (the parameters that differ from their defaults: the file name's
+    hash); ``full`` the whole configuration, defaults included. It is stored beside the identity,
+    and a stored result whose full configuration differs from ``full`` (a default changed since
+    it was computed) is refused with :class:`StaleResultError` naming the parameters, never
+    returned as if it were the result asked for (``recompute=True`` or ``conelib migrate-results``
+    deal with it). A stored result without its full configuration (written before it was
+    recorded) is returned with a warning.
 
     If ``result_path(experiment, config, root)`` exists and ``recompute`` is false, the file is
     loaded and verified (logged as ``loaded stored result <path>``). Otherwise -- or if the stored
@@ -432,6 +457,7 @@ def load_or_compute(
         else:
             stored = ds.attrs.get("config_hash")
             if stored is None or stored == expected:
+                check_full_config(ds, full, path)
                 logger.info("loaded stored result %s", path)
                 return ds
             warnings.warn(
@@ -446,10 +472,38 @@ def load_or_compute(
     if not isinstance(ds, xr.Dataset):
         raise TypeError(f"compute() must return an xarray.Dataset; got {type(ds).__name__}")
     ds = ds.copy(deep=False)
-    ds.attrs = {**ds.attrs, "experiment": experiment, **provenance_attrs(config, device=device_label)}
+    ds.attrs = {**ds.attrs, "experiment": experiment, **provenance_attrs(config, device=device_label, full=full)}
     try:
         save_result(ds, path)
     except OSError as err:
         raise OSError(f"could not write the result to {path}: {err}") from err
     logger.info("computed and stored result %s", path)
     return load_result(path)
+
+
+def stored_full_config(ds: xr.Dataset) -> dict[str, Any] | None:
+    """The full configuration a stored result records (``None`` for a file written before it was
+    recorded)."""
+    text = ds.attrs.get("config_full_json")
+    return None if text in (None, "", "none") else json.loads(text)
+
+
+def check_full_config(ds: xr.Dataset, full: Mapping[str, Any] | None, path: str | Path = "") -> None:
+    """Refuse (:class:`StaleResultError`) a stored result whose full configuration differs from
+    ``full``; warn when the file does not record one."""
+    if full is None:
+        return
+    stored = stored_full_config(ds)
+    if stored is None:
+        warnings.warn(f"stored result {path} does not record its full configuration (it was written by an "
+                      "older conelib); `conelib migrate-results` adds it", RuntimeWarning, stacklevel=3)
+        return
+    want = canonical_config(full)
+    diff = {k: (stored.get(k, "<absent>"), want.get(k, "<absent>")) for k in sorted(set(stored) | set(want))
+            if stored.get(k, "<absent>") != want.get(k, "<absent>")}
+    if diff:
+        what = ", ".join(f"{k}: stored {a!r}, now {b!r}" for k, (a, b) in diff.items())
+        raise StaleResultError(
+            f"stored result {path} has the same identity but a different full configuration ({what}): a default "
+            "changed since it was computed. Recompute it (recompute=True / -p recompute true) or run "
+            "`conelib migrate-results` to re-key stored results to the new defaults")

@@ -62,9 +62,10 @@ Guarantees:
   ``<hash>.failed.json`` record beside the results, and the summary lists every run of the grid
   as stored, failed (with its error), unreadable or missing.
 
-The summary (:func:`summarize`: one row per run, the measures of :mod:`conelib.measures`, the
-runs' curves, and the verdict counts for other thresholds) is stored with
-:func:`conelib.results.save_result` under ``<results_root>/sweeps/<grid hash>.nc``; the grid hash
+The engine knows no measures: :func:`run_sweep` takes a ``summarize`` callable, and the atlas'
+(:func:`conelib.analysis.atlas_summary.summarize`: one row per run, the measures of
+:mod:`conelib.measures` with intervals, the runs' curves, and the verdict counts for other
+thresholds) is stored under ``<results_root>/sweeps/<grid hash>.nc``; the grid hash
 covers the resolved base configuration, the axes and the blocks, not the profile's name or the
 file's path.
 """
@@ -77,8 +78,7 @@ import logging
 import os
 import time
 import traceback
-import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -90,23 +90,18 @@ import xarray as xr
 from conelib.atomic import atomic_write
 from conelib.config import ParameterError, coerce, unknown_names_error
 from conelib.experiments.kernel_dynamics import EXPERIMENT, KernelDynamicsConfig, kernel_dynamics
-from conelib.measures import VERDICTS, check_thresholds, verdict
 from conelib.profiles import load_profile, merge
 from conelib.results import (
     config_hash,
-    load_result,
-    provenance_attrs,
     resolve_root,
     result_path,
     result_status,
-    save_result,
 )
 from conelib.yamlio import load_file
 
 __all__ = [
     "GRID_KEYS",
     "SUMMARY_EXPERIMENT",
-    "SENSITIVITY",
     "Grid",
     "GridPoint",
     "JobFailure",
@@ -118,27 +113,12 @@ __all__ = [
     "pending",
     "run_sweep",
     "run_sweep_file",
-    "summarize",
-    "summary_path",
 ]
 
 #: top-level keys of a grid file
 GRID_KEYS: tuple[str, ...] = ("base", "grid", "blocks", "results_root")
 #: summaries are stored as ``<results_root>/<SUMMARY_EXPERIMENT>/<grid hash>.nc``
 SUMMARY_EXPERIMENT = "sweeps"
-#: integer code of a grid point whose result is not stored (in ``verdict_code``)
-MISSING_CODE = -1
-#: the other values of each threshold at which the summary also counts the verdicts (one change at
-#: a time from :data:`conelib.measures.THRESHOLDS`): the sensitivity table of the book
-SENSITIVITY: dict[str, tuple[float, ...]] = {
-    "fraction": (0.05, 0.2),
-    "min_drop": (2.0, 8.0),
-    "hold": (0.0, 0.2),
-    "lazy_ratio": (0.05, 0.2),
-    "plateau_exponent": (0.15, 0.35),
-}
-
-
 # --------------------------------------------------------------------------------------------
 # The grid
 # --------------------------------------------------------------------------------------------
@@ -416,9 +396,9 @@ class SweepReport:
         if self.summary_path is not None:
             lines.append(f"  summary: {self.summary_path}")
         if self.summary is not None:
-            cols = [*self.grid.swept, "status", "verdict", "phase_one_end", "laziness", "max_growth_exponent",
-                    "floor_exponent", "final_test_acc"]
-            df = self.summary.reset_coords()[cols].to_dataframe()
+            cols = [*self.grid.swept, "status", "verdict", "phase_one_end", "total_movement", "laziness",
+                    "growth_exponent", "drift_decay", "final_train_loss", "final_test_acc"]
+            df = self.summary.reset_coords()[[c for c in cols if c in self.summary.variables]].to_dataframe()
             lines.append("  " + df.to_string(float_format=lambda x: f"{x:.3g}").replace("\n", "\n  "))
         return "\n".join(lines)
 
@@ -443,7 +423,7 @@ def run_sweep(
     retries: int = 0,
     torch_threads: int | None = None,
     progress: bool = True,
-    write_summary: bool = True,
+    summarize: Callable[[Grid, Path], xr.Dataset] | None = None,
 ) -> SweepReport:
     """Run every configuration of ``grid`` whose result is not stored, one Dask task each.
 
@@ -460,7 +440,8 @@ def run_sweep(
         torch_threads: ``torch.set_num_threads`` in each job; ``None`` → 1 on the LocalCluster
             started here (so ``workers`` jobs share the cores), torch's default on other clusters.
         progress: a text progress bar over the jobs.
-        write_summary: afterwards, :func:`summarize` the grid and store the summary.
+        summarize: afterwards, called with the grid and the results root to summarise the stored
+            runs (e.g. :func:`conelib.analysis.atlas_summary.summarize`; the engine itself knows no measures).
 
     Returns:
         A :class:`SweepReport`: the configurations skipped, completed and failed (with their
@@ -527,9 +508,9 @@ def run_sweep(
             if own_cluster is not None:
                 own_cluster.close()
     report.wall_seconds = time.perf_counter() - t0
-    if write_summary:
+    if summarize is not None:
         report.summary = summarize(grid, root)
-        report.summary_path = summary_path(grid, root)
+        report.summary_path = result_path(SUMMARY_EXPERIMENT, grid.identity(), root)
     return report
 
 
@@ -543,202 +524,3 @@ def run_sweep_file(
 ) -> SweepReport:
     """:func:`run_sweep` on the grid file at ``path`` (what ``conelib sweep GRID.yaml`` calls)."""
     return run_sweep(load_grid(path), address=address, workers=workers, results_root=results_root, **kwargs)
-
-
-# --------------------------------------------------------------------------------------------
-# The summary
-# --------------------------------------------------------------------------------------------
-
-
-def summary_path(grid: Grid, results_root: str | os.PathLike | None = None) -> Path:
-    """``<results_root>/sweeps/<grid hash>.nc``."""
-    return result_path(SUMMARY_EXPERIMENT, grid.identity(), _root(grid, results_root))
-
-
-def _coord_values(values: Sequence[Any]) -> np.ndarray:
-    """netCDF-safe coordinate values: numbers as numbers (None as NaN), else text."""
-    if all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in values):
-        return np.asarray([np.nan if v is None else v for v in values], dtype=float)
-    return np.asarray(["none" if v is None else json.dumps(v) if isinstance(v, (bool, tuple, list)) else str(v)
-                       for v in values], dtype=object)
-
-
-#: the summary's per-run variables: name -> (long_name, units)
-SUMMARY_VARIABLES: dict[str, tuple[str, str]] = {
-    "status": ("stored | failed | missing | unreadable", ""),
-    "error": ("the error of the last failed job ('' when none)", ""),
-    "verdict": ("verdict of conelib.measures.verdict ('missing' when the run is not stored)", ""),
-    "verdict_code": ("index of the verdict in conelib.measures.VERDICTS (-1: not stored)", "1"),
-    "phase_one_end": ("end of Phase I t* (NaN: no two phases)", "steps"),
-    "phase_one_end_frac": ("end of Phase I as a fraction of the run, t*/T", "1"),
-    "drop": ("peak / Phase II floor of the smoothed S(t, t+dt), largest dt", "1"),
-    "laziness": ("chord c(t*, T) / c(0, t*): how far the kernel turns in Phase II relative to Phase I", "1"),
-    "floor_exponent": ("log-log slope of the Phase II floor of c(t, t+dt) against dt", "1"),
-    "max_growth_exponent": ("largest log-log slope of c(t, tau) against t - tau, tau >= t*", "1"),
-    "plateau_refs": ("judged reference steps that plateau", "1"),
-    "n_refs": ("judged reference steps", "1"),
-    "late_growth_share": ("late-growth share of S(t, t*) (1 - 2^-p for S ~ (t - t*)^p)", "1"),
-    "embedding_share": ("share of the Phase II chord distances kept by the 2-D embedding", "1"),
-    "dist_to_init_final": ("kernel distance from initialisation at the end S(θ_T, θ_0)", "1"),
-    "final_test_acc": ("test accuracy at the last step", "1"),
-    "final_train_acc": ("train accuracy at the last step", "1"),
-    "final_train_loss": ("train loss at the last step", "1"),
-    "wall_seconds": ("wall time of the run (training + eNTK snapshots)", "s"),
-    "config_hash": ("config hash of the run's stored Dataset", ""),
-}
-#: the curves of every stored run kept in the summary (for the atlas' Figure 1 panels)
-CURVES: tuple[str, ...] = ("dist_to_ref", "adjacent_distance", "dist_to_init", "cone_x", "cone_y", "train_acc",
-                           "train_loss", "test_acc")
-_NUMERIC = ("phase_one_end", "phase_one_end_frac", "drop", "laziness", "floor_exponent", "max_growth_exponent",
-            "plateau_refs", "n_refs", "late_growth_share", "embedding_share", "dist_to_init_final",
-            "final_test_acc", "final_train_acc", "final_train_loss", "wall_seconds")
-
-
-def _sensitivity_settings() -> list[tuple[str, dict[str, float]]]:
-    out = [("defaults", {})]
-    for name, values in SENSITIVITY.items():
-        out += [(f"{name}={v:g}", {name: v}) for v in values]
-    return out
-
-
-def summarize(
-    grid: Grid,
-    results_root: str | os.PathLike | None = None,
-    *,
-    save: bool = True,
-    **thresholds: Any,
-) -> xr.Dataset:
-    """One Dataset over the grid's runs (dimension ``run``), read from the stored runs.
-
-    Every run of the grid is a row, whatever happened to it: ``status`` is ``stored``, ``failed``
-    (with the job's ``error``, from the record :func:`run_sweep` leaves), ``unreadable`` (a file
-    that cannot be read or fails its checksum: it counts as missing) or ``missing``. Stored runs
-    get the measures of :func:`conelib.measures.verdict` (``thresholds`` override its defaults),
-    their final accuracies, and their curves (:data:`CURVES`, float32) for the atlas' panels.
-    The swept parameters are coordinates over ``run``; ``in_block`` says which blocks each run
-    belongs to. ``verdict_counts`` (``setting`` × ``verdict``) counts the verdicts of the stored runs
-    at the defaults and with each threshold of :data:`SENSITIVITY` changed alone. With ``save``,
-    the summary is stored atomically at :func:`summary_path`.
-    """
-    t = check_thresholds(**thresholds)
-    root = _root(grid, results_root)
-    points = expand_grid(grid)
-    n = len(points)
-    num = {k: np.full(n, np.nan) for k in _NUMERIC}
-    status = np.full(n, "missing", dtype=object)
-    errors = np.full(n, "", dtype=object)
-    labels = np.full(n, "missing", dtype=object)
-    codes = np.full(n, MISSING_CODE, dtype=np.int16)
-    hashes = np.asarray([config_hash(p.config.identity()) for p in points], dtype=object)
-    settings = _sensitivity_settings()
-    counts = np.zeros((len(settings), len(VERDICTS)), dtype=np.int32)
-    curves: list[xr.Dataset | None] = []
-    for i, p in enumerate(points):
-        path = result_path(EXPERIMENT, p.config.identity(), root)
-        record = failure_path(p.config, root)
-        curves.append(None)
-        if not path.exists():
-            if record.is_file():
-                status[i] = "failed"
-                try:
-                    errors[i] = json.loads(record.read_text()).get("error", "")
-                except (OSError, ValueError):
-                    errors[i] = "(unreadable failure record)"
-            continue
-        try:
-            ds = load_result(path)
-        except (OSError, ValueError) as err:  # unreadable or changed: counts as missing
-            warnings.warn(f"stored run {path} at {p.coords} is not usable and counts as missing: {err}",
-                          RuntimeWarning, stacklevel=2)
-            status[i], errors[i] = "unreadable", f"{type(err).__name__}: {err}"
-            continue
-        try:
-            v = verdict(ds, **t)
-            for s, (_, change) in enumerate(settings):
-                counts[s, verdict(ds, **{**t, **change}).code] += 1
-        except ValueError as err:  # a stored run the measures cannot read stays "missing", with a warning
-            warnings.warn(f"stored run {path} at {p.coords} could not be measured: {err}", RuntimeWarning, stacklevel=2)
-            status[i], errors[i] = "unreadable", f"{type(err).__name__}: {err}"
-            continue
-        status[i] = "stored"
-        labels[i], codes[i] = v.verdict, v.code
-        T = float(ds["step"].max())
-        for key in ("phase_one_end", "drop", "laziness", "floor_exponent", "max_growth_exponent", "plateau_refs",
-                    "n_refs", "late_growth_share", "embedding_share"):
-            val = getattr(v, key)
-            num[key][i] = np.nan if val is None else float(val)
-        num["phase_one_end_frac"][i] = np.nan if v.phase_one_end is None else v.phase_one_end / T
-        num["dist_to_init_final"][i] = float(ds["dist_to_init"].isel(step=-1))
-        for key, var in (("final_test_acc", "test_acc"), ("final_train_acc", "train_acc"),
-                         ("final_train_loss", "train_loss")):
-            if var in ds:
-                num[key][i] = float(ds[var].isel(step=-1))
-        num["wall_seconds"][i] = float(ds.attrs.get("wall_seconds", np.nan))
-        curves[i] = ds[[c for c in CURVES if c in ds]].astype("float32").drop_attrs(deep=False)
-
-    run = np.arange(n)
-    data_vars: dict[str, Any] = {k: ("run", a) for k, a in num.items()}
-    data_vars.update(status=("run", status), error=("run", errors), verdict=("run", labels),
-                     verdict_code=("run", codes), config_hash=("run", hashes))
-    n_blocks = max(1, len(grid.blocks))
-    member = np.zeros((n, n_blocks), dtype=np.int8)
-    for i, p in enumerate(points):
-        member[i, list(p.blocks)] = 1
-    coords: dict[str, Any] = {"run": ("run", run, {"long_name": "run of the grid (in order of first appearance)"})}
-    for name in grid.swept:
-        coords[name] = ("run", _coord_values([p.coords[name] for p in points]), {"long_name": f"swept: {name}"})
-    coords["block"] = ("block", np.asarray([grid.block_label(b) for b in range(n_blocks)], dtype=object))
-    coords["in_block"] = (("run", "block"), member, {"long_name": "1 if the run belongs to the block"})
-    coords["setting"] = ("setting", np.asarray([s for s, _ in settings], dtype=object),
-                         {"long_name": "thresholds: the defaults, or one of them changed"})
-    coords["verdict_label"] = ("verdict_label", np.asarray(VERDICTS, dtype=object))
-    data_vars["verdict_counts"] = (("setting", "verdict_label"), counts,
-                                   {"long_name": "verdict counts over the stored runs", "units": "runs"})
-    out = xr.Dataset(data_vars, coords=coords)
-    stored = [c for c in curves if c is not None]
-    if stored:
-        template = xr.concat(stored, dim="run", join="outer").isel(run=0) * np.nan
-        filled = [c if c is not None else template for c in curves]
-        out = out.merge(xr.concat(filled, dim=xr.DataArray(run, dims="run"), join="outer"), join="left")
-        for c in CURVES:
-            if c in out:
-                out[c].attrs["long_name"] = f"{c} of each stored run (float32)"
-    for k, (long_name, units) in SUMMARY_VARIABLES.items():
-        out[k].attrs.update({"long_name": long_name, **({"units": units} if units else {})})
-    out["verdict_code"].attrs.update({
-        "flag_values": np.arange(-1, len(VERDICTS), dtype=np.int16),
-        "flag_meanings": " ".join(s.replace(", ", "_").replace(" ", "_") for s in ("missing", *VERDICTS)),
-        "legend": json.dumps({str(i): s for i, s in enumerate(VERDICTS)} | {str(MISSING_CODE): "missing"}),
-    })
-    out.attrs.update(provenance_attrs(grid.identity()))
-    out.attrs.update({
-        "experiment": SUMMARY_EXPERIMENT,
-        "title": "kernel-dynamics sweep: measures over the grid",
-        "grid_json": json.dumps(grid.identity()),
-        "grid_source": grid.source or "none",
-        "swept_fields": json.dumps(grid.swept),
-        "thresholds_json": json.dumps(t),
-        "sensitivity_json": json.dumps(SENSITIVITY),
-        "n_runs": n,
-        "n_stored": int((status == "stored").sum()),
-        "n_failed": int((status == "failed").sum()),
-        "n_missing": int((status != "stored").sum()),
-    })
-    if save:
-        save_result(out, summary_path(grid, root))
-    return out
-
-
-def run_from_summary(summary: xr.Dataset, run: int) -> xr.Dataset:
-    """One stored run's curves from a summary, as a kernel-dynamics-like Dataset (the variables of
-    :data:`CURVES` over its snapshot steps), with its swept values and measures as attributes: what
-    :func:`conelib.charts.counterexample_chart` and the Figure 1 charts draw."""
-    row = summary.sel(run=run)
-    if str(row["status"].values) != "stored":
-        raise ValueError(f"run {run} of the summary is not stored ({row['status'].values}): it has no curves")
-    ds = row[[c for c in CURVES if c in summary]].astype("float64")
-    ds = ds.isel(step=np.nonzero(np.isfinite(ds["dist_to_init"].values))[0])
-    swept = json.loads(summary.attrs["swept_fields"])
-    ds.attrs = {**{k: (v.item() if hasattr(v, "item") else v) for k, v in ((k, row[k].values) for k in swept)},
-                "config_hash": str(row["config_hash"].values), "verdict": str(row["verdict"].values)}
-    return ds.drop_vars([c for c in ds.coords if c not in ("step", "dt", "ref_step")])

@@ -61,9 +61,17 @@ def trajectory(kind: str, seed: int = 0, *, dts=DTS, taus=TAUS, steps: np.ndarra
     return distances_dataset(steps, s, np.ones(len(steps)), dts=dts, taus=taus)
 
 
+#: the stand-ins' kinds as processes of the validation panel (conelib.measures.synthetic)
+PANEL = {"cone": "jitter cone", "lazy": "frozen", "steady": "steady drift", "walk": "random walk",
+         "none": "no early phase", "converging": "converging drift", "tiny": "tiny movement"}
+
+
 def stand_in(kind: str, acc: float = 0.9, seed: int = 0) -> xr.Dataset:
-    """A stored-run stand-in: a trajectory plus training curves and a wall time."""
-    ds = trajectory(kind, seed)
+    """A stored-run stand-in: a trajectory of the validation panel (:data:`PANEL`; the verdict of
+    each is known) plus training curves and a wall time."""
+    from conelib.measures import synthetic as panel
+
+    ds = panel.trajectory(PANEL[kind], seed=seed).drop_vars(["train_loss", "train_acc"])
     n = ds.sizes["step"]
     ds["test_acc"] = ("step", np.linspace(0.1, acc, n))
     ds["train_acc"] = ("step", np.linspace(0.1, 1.0, n))

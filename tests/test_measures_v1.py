@@ -1,4 +1,4 @@
-"""Tests of `conelib.measures_v1` (the first, velocity-based rules, kept for comparison) on synthetic kernel trajectories whose answer is known by construction.
+"""Tests of `conelib.measures.v1` (the first, velocity-based rules, kept for comparison) on synthetic kernel trajectories whose answer is known by construction.
 
 Two kinds of trajectory:
 
@@ -26,7 +26,7 @@ from scipy.linalg import expm
 from conelib.trajectory import trajectory_dataset
 
 from conelib.kernels import kernel_distance
-from conelib.measures_v1 import (
+from conelib.measures.v1 import (
     VERDICTS_V1 as VERDICTS,
     cone_width,
     phase_one_end,

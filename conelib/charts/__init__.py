@@ -11,6 +11,7 @@ from conelib.charts.kernel_dynamics import (
     distance_to_reference_chart,
     kernel_dynamics_chart,
     kernel_velocity_chart,
+    phase_two_chart,
     training_curves_chart,
     velocity_and_fit_chart,
 )
@@ -22,6 +23,7 @@ __all__ = [
     "distance_to_reference_chart",
     "kernel_dynamics_chart",
     "kernel_velocity_chart",
+    "phase_two_chart",
     "training_curves_chart",
     "velocity_and_fit_chart",
 ]

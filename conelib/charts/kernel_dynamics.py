@@ -5,17 +5,19 @@ legend click isolates one ``tau`` / ``dt`` / switching step (shift-click for sev
 steps in panel (b) highlights the same steps in panels (a) and (c).
 
 Every chart takes one run, or several seeds of one configuration stacked along a ``seed``
-dimension (:func:`conelib.summaries.stack_seeds`): then each seed is its own line (same colour,
+dimension (:func:`conelib.analysis.kernel_dynamics.stack_seeds`): then each seed is its own line (same colour,
 one line per seed), and the tooltips name the seed.
 """
 
 from __future__ import annotations
 
 import altair as alt
+import numpy as np
 import pandas as pd
 import xarray as xr
 
 from conelib.charts.common import LEGEND, PANEL_H, PANEL_W, _step_axis, _tidy
+from conelib.measures import v3
 
 
 def _seeds(df: pd.DataFrame, tooltip: list) -> dict:
@@ -149,8 +151,8 @@ def kernel_velocity_chart(ds: xr.Dataset, phase_end: int | None = None) -> alt.C
 
 def velocity_and_fit_chart(ds: xr.Dataset, phase_ends: dict[int, int | None] | None = None,
                            fit_steps: dict[int, int | None] | None = None) -> alt.VConcatChart:
-    """What the end of Phase I is read from, :math:`S(\\theta_t, \\theta_{t+\\Delta})` at the largest gap
-    (log scale, :func:`conelib.measures.phase_one_end`), above the training accuracy and loss, on one
+    """The single-kernel adjacent distance :math:`S(\\theta_t, \\theta_{t+\\Delta})` at the largest gap
+    (log scale), above the training accuracy and loss, on one
     step axis, one line per seed; red rules: the end of Phase I, green rules: the step at which the
     training subset is first fit (both per seed; tooltips say which seed).
 
@@ -190,3 +192,64 @@ def velocity_and_fit_chart(ds: xr.Dataset, phase_ends: dict[int, int | None] | N
                     x="step:Q", tooltip=["what:N", "seed:O", "step:Q"]))
     panels = [alt.layer(c, *marks) if marks else c for c in (v_chart, acc, loss)]
     return alt.vconcat(*panels)
+
+
+def phase_two_chart(runs: dict[int, xr.Dataset], **thresholds: float) -> alt.HConcatChart:
+    """The Phase II curves behind the version-3 coordinates (:func:`conelib.measures.v3.phase_two_curves`),
+    one line per seed, all on log-log axes: (d) the jitter radius of single kernels around the local
+    mean kernel against :math:`t`; (e) the structure function :math:`V(\\ell)` of the mean kernels
+    against the lag, with dotted guides of slope 0, ½ and 1 (plateau, random walk, steady turning);
+    (f) the distance between mean kernels a fixed lag apart against :math:`\\tau`, with a guide of
+    slope −1 (steeper: a converging kernel).
+
+    Args:
+        runs: seed -> kernel-dynamics Dataset.
+    """
+    jit, sf, eq = [], [], []
+    lag = None
+    for seed, ds in runs.items():
+        c = v3.phase_two_curves(ds, **thresholds)
+        if not c:
+            continue
+        lag = c["stationarity_lag"]
+        jit.append(pd.DataFrame({"seed": seed, "step": c["jitter"][0], "r": c["jitter"][1]}))
+        sf.append(pd.DataFrame({"seed": seed, "lag": c["structure"][0], "V": c["structure"][1]}))
+        eq.append(pd.DataFrame({"seed": seed, "tau": c["equal_lag"][0], "D": c["equal_lag"][1]}))
+    if not jit:
+        return alt.hconcat(alt.Chart(pd.DataFrame({"text": ["no two phases: no Phase II to draw"]})).mark_text().encode(
+            text="text:N"))
+    jit_df, sf_df, eq_df = (pd.concat(x, ignore_index=True) for x in (jit, sf, eq))
+    jit_df, sf_df, eq_df = jit_df[jit_df.r > 0], sf_df[sf_df.V > 0], eq_df[eq_df.D > 0]
+    seed_color = alt.Color("seed:N", title="seed", legend=LEGEND)
+    log = alt.Scale(type="log")
+    w, h = int(PANEL_W * 0.9), PANEL_H
+    d = alt.Chart(jit_df).mark_line().encode(
+        x=alt.X("step:Q", title="step t", scale=log), y=alt.Y("r:Q", title="jitter radius r(t) (chord)", scale=log),
+        color=seed_color, tooltip=["seed:N", "step:Q", alt.Tooltip("r:Q", format=".4f")],
+    ).properties(width=w, height=h, title="(d) the noise ball")
+
+    def guides(df: pd.DataFrame, x: str, y: str, slopes: dict[str, float]) -> pd.DataFrame:
+        x0, x1 = float(df[x].min()), float(df[x].max())
+        y0 = float(np.exp(np.mean(np.log(df[y]))))
+        xm = float(np.sqrt(x0 * x1))
+        return pd.concat([pd.DataFrame({x: [x0, x1], y: [y0 * (x0 / xm) ** s, y0 * (x1 / xm) ** s], "guide": name})
+                          for name, s in slopes.items()], ignore_index=True)
+
+    g1 = guides(sf_df, "lag", "V", {"slope 0": 0.0, "slope ½": 0.5, "slope 1": 1.0})
+    e = alt.layer(
+        alt.Chart(g1).mark_line(strokeDash=[2, 3], color="gray").encode(x="lag:Q", y="V:Q", detail="guide:N",
+                                                                         tooltip=["guide:N"]),
+        alt.Chart(sf_df).mark_line(point=True).encode(
+            x=alt.X("lag:Q", title="lag ℓ (steps)", scale=log), y=alt.Y("V:Q", title="V(ℓ) (chord)", scale=log),
+            color=seed_color, tooltip=["seed:N", "lag:Q", alt.Tooltip("V:Q", format=".4f")]),
+    ).properties(width=w, height=h, title="(e) growth with the lag")
+    g2 = guides(eq_df, "tau", "D", {"slope −1": -1.0})
+    f = alt.layer(
+        alt.Chart(g2).mark_line(strokeDash=[2, 3], color="gray").encode(x="tau:Q", y="D:Q", tooltip=["guide:N"]),
+        alt.Chart(eq_df).mark_line(opacity=0.8).encode(
+            x=alt.X("tau:Q", title="reference step τ", scale=log),
+            y=alt.Y("D:Q", title=f"D(τ, τ+{lag}) (chord)", scale=log),
+            color=seed_color, tooltip=["seed:N", "tau:Q", alt.Tooltip("D:Q", format=".4f")]),
+    ).properties(width=w, height=h, title=f"(f) drift over {lag} steps")
+    return alt.hconcat(d, e, f).properties(title=alt.TitleParams(
+        "Phase II, denoised", subtitle="mean kernels over windows; all axes logarithmic"))

@@ -1,11 +1,11 @@
-"""Charts of a sweep (:mod:`conelib.sweep`): the atlas, and the counterexample (the paper's Figure 3).
+"""Charts of the atlas (a sweep of kernel-dynamics runs) and of runs side by side (the paper's Figure 3).
 
 * :func:`atlas_chart`: the summary as one panel per block of the grid (a factor pair: a heatmap;
   one factor: a strip), a small square per seed, coloured by the verdict of
   :func:`conelib.measures.verdict`, every measure in the tooltip. Clicking a square draws that
   run's Figure 1 panels (from the curves the summary keeps) underneath.
-* :func:`measures_chart`: every run placed by the two measures the verdict reads (laziness and the
-  largest growth exponent), with the thresholds drawn; linked to the atlas by the verdict legend.
+* :func:`measures_chart`: every run placed by the two Phase II coordinates the verdict reads (the
+  drift-decay exponent and the growth exponent, with their intervals), the thresholds drawn.
 * :func:`counterexample_chart`: the panels of Figure 1 (Zhou et al. 2025) for several runs side by
   side, one column per run, plus a row with what the end of Phase I is read from.
 
@@ -23,28 +23,34 @@ import pandas as pd
 import xarray as xr
 
 from conelib.charts.common import LEGEND, PANEL_H, PANEL_W, _step_axis, _tidy
-from conelib.measures import THRESHOLDS, VERDICTS, phase_one, smoothed_adjacent
+from conelib.measures import THRESHOLDS, VERDICTS
+from conelib.measures.v3 import phase_one_trace
 
 #: verdict -> colour (fixed, so that every chart and page uses the same legend)
 VERDICT_COLORS: dict[str, str] = dict(zip((*VERDICTS, "missing", "failed"),
-                                          ("#1b9e77", "#7570b3", "#d95f02", "#e7298a", "#bdbdbd", "#000000")))
+                                          ("#1b9e77", "#7570b3", "#d95f02", "#e7298a", "#66a61e", "#bdbdbd",
+                                           "#000000")))
 _VERDICT_SCALE = alt.Scale(domain=list(VERDICT_COLORS), range=list(VERDICT_COLORS.values()))
 
 #: the summary's measures shown in tooltips: variable -> (title, format)
 _TOOLTIP_MEASURES: dict[str, tuple[str, str]] = {
     "phase_one_end": ("end of Phase I t*", ".0f"),
-    "drop": ("peak / floor", ".1f"),
-    "laziness": ("laziness c(t*,T)/c(0,t*)", ".3f"),
-    "max_growth_exponent": ("largest growth exponent γ", ".2f"),
-    "floor_exponent": ("floor exponent β", ".2f"),
-    "late_growth_share": ("late-growth share", ".2f"),
-    "embedding_share": ("Phase II distances kept in 2-D", ".2f"),
-    "dist_to_init_final": ("S(θ_T, θ_0)", ".3f"),
+    "total_movement": ("total movement M", ".3f"),
+    "laziness": ("laziness λ", ".3f"),
+    "jitter_ratio": ("jitter radius / Phase I", ".3f"),
+    "drift_ratio": ("Phase II drift / jitter", ".2f"),
+    "growth_exponent": ("growth exponent γ", ".2f"),
+    "drift_decay": ("drift decay α", ".2f"),
+    "verdict_agreement": ("verdict: share of bootstrap draws", ".2f"),
+    "threshold_agreement": ("verdict: share of threshold settings", ".2f"),
+    "loss_correlation": ("velocity vs loss: r", ".2f"),
+    "final_train_loss": ("final train loss", ".2e"),
     "final_test_acc": ("test accuracy", ".4f"),
-    "final_train_acc": ("train accuracy", ".4f"),
+    "v2_verdict": ("version-2 verdict", ""),
     "wall_seconds": ("wall time (s)", ".0f"),
     "config_hash": ("config hash", ""),
 }
+_TEXT_FIELDS = {"config_hash", "v2_verdict"}
 
 
 def _label(v: object) -> str:
@@ -73,7 +79,7 @@ def sweep_frame(summary: xr.Dataset) -> pd.DataFrame:
 
 def _tooltip(df: pd.DataFrame, swept: list[str]) -> list:
     tips = [alt.Tooltip(f"{d}:N", title=d) for d in swept] + [alt.Tooltip("verdict:N")]
-    tips += [alt.Tooltip(f"{k}:{'N' if k == 'config_hash' else 'Q'}", title=t, **({"format": f} if f else {}))
+    tips += [alt.Tooltip(f"{k}:{'N' if k in _TEXT_FIELDS else 'Q'}", title=t, **({"format": f} if f else {}))
              for k, (t, f) in _TOOLTIP_MEASURES.items() if k in df]
     if "error" in df:
         tips.append(alt.Tooltip("error:N"))
@@ -166,24 +172,32 @@ def _run_panels(summary: xr.Dataset, pick: alt.Parameter, df: pd.DataFrame) -> a
 
 def measures_chart(summary: xr.Dataset, *, selection: alt.Parameter | None = None,
                    thresholds: Mapping[str, float] | None = None) -> alt.LayerChart:
-    """Each stored run at (laziness, largest growth exponent), coloured by verdict, with the
-    verdict's thresholds (dashed; runs without two phases are not drawn: they have neither)."""
+    """Each stored run with two phases at (drift decay α, growth exponent γ), with their 95%
+    bootstrap intervals as bars, coloured by verdict, and the summary's thresholds (dashed: right of
+    the vertical a converging kernel, below the horizontal a plateau)."""
     t = {**THRESHOLDS, **json.loads(summary.attrs.get("thresholds_json", "{}")), **(thresholds or {})}
     df = sweep_frame(summary)
     swept = json.loads(summary.attrs["swept_fields"])
-    df = df[np.isfinite(df["laziness"].astype(float)) & np.isfinite(df["max_growth_exponent"].astype(float))]
+    for k in ("drift_decay_lo", "drift_decay_hi", "growth_exponent_lo", "growth_exponent_hi"):
+        df[k] = summary[k].values if k in summary else np.nan
+    df = df[np.isfinite(df["drift_decay"].astype(float)) & np.isfinite(df["growth_exponent"].astype(float))]
     opacity = alt.condition(selection, alt.value(1.0), alt.value(0.15)) if selection is not None else alt.value(0.9)
-    pts = alt.Chart(df).mark_point(size=80, filled=True).encode(
-        x=alt.X("laziness:Q", title="laziness c(t*, T) / c(0, t*)", scale=alt.Scale(type="log")),
-        y=alt.Y("max_growth_exponent:Q", title="largest growth exponent γ of c(t, τ)"),
-        color=alt.Color("verdict:N", scale=_VERDICT_SCALE, legend=None), opacity=opacity,
-        tooltip=["run_label:N", *_tooltip(df, swept)],
-    )
-    rules = pd.DataFrame({"lazy": [t["lazy_ratio"]], "plateau": [t["plateau_exponent"]]})
-    v = alt.Chart(rules).mark_rule(strokeDash=[4, 3], color="gray").encode(x="lazy:Q")
+    base = alt.Chart(df)
+    color = alt.Color("verdict:N", scale=_VERDICT_SCALE, legend=None)
+    pts = base.mark_point(size=80, filled=True).encode(
+        x=alt.X("drift_decay:Q", title="drift decay α (D(τ, τ+ℓ) ∝ τ^-α)"),
+        y=alt.Y("growth_exponent:Q", title="growth exponent γ (V(ℓ) ∝ ℓ^γ)"),
+        color=color, opacity=opacity, tooltip=["run_label:N", *_tooltip(df, swept)])
+    xbar = base.mark_rule(opacity=0.35).encode(x="drift_decay_lo:Q", x2="drift_decay_hi:Q", y="growth_exponent:Q",
+                                               color=color)
+    ybar = base.mark_rule(opacity=0.35).encode(y="growth_exponent_lo:Q", y2="growth_exponent_hi:Q",
+                                               x="drift_decay:Q", color=color)
+    rules = pd.DataFrame({"conv": [t["converging_exponent"]], "plateau": [t["plateau_exponent"]]})
+    v = alt.Chart(rules).mark_rule(strokeDash=[4, 3], color="gray").encode(x="conv:Q")
     h = alt.Chart(rules).mark_rule(strokeDash=[4, 3], color="gray").encode(y="plateau:Q")
-    return alt.layer(pts, v, h).properties(width=PANEL_W + 80, height=PANEL_H, title=alt.TitleParams(
-        "the measures behind the verdicts", subtitle="left of the vertical: lazy; below the horizontal: a plateau"))
+    return alt.layer(xbar, ybar, pts, v, h).properties(width=PANEL_W + 80, height=PANEL_H, title=alt.TitleParams(
+        "the Phase II coordinates behind the verdicts",
+        subtitle="right of the vertical: converging; below the horizontal: a plateau (bars: 95% bootstrap intervals)"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -208,17 +222,15 @@ def _cone_frame(ds: xr.Dataset) -> pd.DataFrame:
 def _velocity_frame(ds: xr.Dataset) -> pd.DataFrame:
     dt = int(ds["dt"].max())
     raw = ds["adjacent_distance"].sel(dt=dt)
-    smooth = smoothed_adjacent(ds, dt=dt)
-    p1 = phase_one(ds)
-    thresh = p1.floor + THRESHOLDS["fraction"] * (p1.peak - p1.floor)
+    tr = phase_one_trace(ds)
     df = pd.concat([
-        pd.DataFrame({"step": raw["step"].values, "v": raw.values, "series": "S(t, t+Δ), largest dt"}),
-        pd.DataFrame({"step": smooth["step"].values, "v": smooth.values, "series": "running median (5)"}),
+        pd.DataFrame({"step": raw["step"].values, "v": raw.values, "series": "S(t, t+Δ), single kernels"}),
+        pd.DataFrame({"step": tr["step"], "v": tr["profile"], "series": "denoised (window means)"}),
     ], ignore_index=True)
     df = df[np.isfinite(df["v"]) & (df["v"] > 0)]
-    df["dt"] = dt
-    df["threshold"] = thresh
-    df["t_end"] = np.nan if p1.end is None else float(p1.end)
+    df["dt"] = tr["lag"]
+    df["threshold"] = tr["threshold"]
+    df["t_end"] = np.nan if tr["end"] is None else float(tr["end"])
     return df
 
 
@@ -226,10 +238,10 @@ def counterexample_chart(runs: Mapping[str, xr.Dataset], *, panel_width: int = 2
     """Figure 1's three panels for each run, one column per run (the paper's Figure 3 beside Figure 1).
 
     Rows: (a) :math:`S(\\theta_t, \\theta_\\tau)` per reference step; (b) the adjacent distance per
-    ``dt`` (log scale); (c) the 2-D embedding of the kernels' trajectory (◆ = H(0)); (d) what
-    :func:`conelib.measures.phase_one_end` reads: :math:`S(\\theta_t, \\theta_{t+\\Delta})` at the
-    largest ``dt`` on a log scale with its running median, its Phase II floor and threshold
-    (dashed) and the end of Phase I (red).
+    ``dt`` (log scale); (c) the 2-D embedding of the kernels' trajectory (◆ = H(0)); (d) what the
+    end of Phase I is read from (:func:`conelib.measures.v3.phase_one_trace`): the denoised
+    :math:`S(\\theta_t, \\theta_{t+\\Delta})` beside the single-kernel one at the largest ``dt``, on a log
+    scale, the threshold (dashed) and the end of Phase I (red).
     Each panel's y axis is independent per run. Legend clicks isolate a ``tau`` or ``dt``.
 
     Args:
@@ -283,12 +295,12 @@ def counterexample_chart(runs: Mapping[str, xr.Dataset], *, panel_width: int = 2
     vlines = vbase.mark_line().encode(
         x=_step_axis(), y=alt.Y("v:Q", title="S(θ_t, θ_{t+Δ})", scale=alt.Scale(type="log")),
         color=alt.Color("series:N", title="(d)", legend=LEGEND,
-                        scale=alt.Scale(domain=["S(t, t+Δ), largest dt", "running median (5)"],
+                        scale=alt.Scale(domain=["S(t, t+Δ), single kernels", "denoised (window means)"],
                                         range=["#9ecae1", "#08519c"])),
         tooltip=[alt.Tooltip("setting:N"), alt.Tooltip("series:N"), alt.Tooltip("dt:Q"), alt.Tooltip("step:Q", title="t"),
                  alt.Tooltip("v:Q", format=".2e")])
     thresh = vbase.mark_rule(strokeDash=[4, 3], color="gray").encode(
-        y="threshold:Q", tooltip=[alt.Tooltip("threshold:Q", title="floor + 0.1 × (peak − floor)", format=".2e")])
+        y="threshold:Q", tooltip=[alt.Tooltip("threshold:Q", title="floor + fraction × (peak − floor)", format=".2e")])
     t_end = vbase.mark_rule(color="red", strokeDash=[6, 2]).encode(
         x="t_end:Q", tooltip=[alt.Tooltip("t_end:Q", title="end of Phase I t*")]).transform_filter("isValid(datum.t_end)")
     d = alt.layer(vlines, thresh, t_end, data=vel_df).properties(

@@ -123,7 +123,7 @@ def kernel_dynamics(
         return ds
 
     return load_or_compute(EXPERIMENT, cfg.identity(), compute, root=results_root, recompute=recompute,
-                           device=lambda: device_name(cfg.device))
+                           device=lambda: device_name(cfg.device), full=cfg.full())
 
 
 def kernels_path(cfg: KernelDynamicsConfig, results_root: str | Path | None = None) -> Path:

@@ -216,7 +216,7 @@ def switching(
     if overrides:
         cfg = cfg.replace(**{k: v for k, v in overrides.items() if v is not None})
     return load_or_compute(EXPERIMENT, cfg.identity(), lambda: _run(cfg, progress=progress), root=results_root,
-                           recompute=recompute, device=lambda: device_name(cfg.device))
+                           recompute=recompute, device=lambda: device_name(cfg.device), full=cfg.full())
 
 
 # --------------------------------------------------------------------------------------------
@@ -551,19 +551,19 @@ def matching_phase_one_end(cfg: SwitchingConfig, *, results_root: str | Path | N
     """The end of Phase I measured on a stored kernel-dynamics run of the same training.
 
     A kernel-dynamics result matches when it follows the same trajectory (:func:`same_trajectory`;
-    the first of ``cfg.seeds``) and ran at least as many steps. Phase I's end is
-    :func:`conelib.measures.phase_one_end` of that result. Unreadable stored files are skipped.
+    the first of ``cfg.seeds``) and ran at least as many steps. Phase I's end is the
+    ``phase_one_end`` of :func:`conelib.measures.verdict` of that result. Unreadable stored files are skipped.
 
     Returns:
         ``(step, config_hash)`` of the newest matching result, or ``(None, None)`` if none is
         stored (or if it shows no two phases: ``(None, config_hash)``).
     """
-    from conelib.measures import phase_one_end
+    from conelib.measures import verdict
 
     ds = matching_kernel_dynamics(cfg, results_root=results_root)
     if ds is None:
         return None, None
-    return phase_one_end(ds, fraction=fraction), str(ds.attrs.get("config_hash"))
+    return verdict(ds, fraction=fraction).phase_one_end, str(ds.attrs.get("config_hash"))
 
 
 def matching_kernel_dynamics(cfg: SwitchingConfig, *, seed: int | None = None,

@@ -301,7 +301,7 @@ def late_growth_share(ds: xr.Dataset, ref_step: int) -> float:
     """:math:`(\\hat g(T) - \\hat g(m)) / \\hat g(T)` for :math:`g(t) = S(\\theta_t, \\theta_\\tau)`, with
     :math:`\\hat g` the least-squares line through the second half of :math:`[\\tau, T]` and :math:`m` its
     midpoint; for :math:`S \\propto (t-\\tau)^p` this is close to :math:`1 - 2^{-p}` (see :func:`share_exponent`)."""
-    from conelib.measures_v1 import cone_width
+    from conelib.measures.v1 import cone_width
 
     return cone_width(ds, ref_step).late_growth_share
 

@@ -1,4 +1,4 @@
-"""Tests of `conelib.measures` (version 2) on synthetic trajectories with known answers
+"""Tests of `conelib.measures.v2` (version 2) on synthetic trajectories with known answers
 (`tests/synthetic.py`), and on closed forms of the exponents and of the late-growth share."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conelib import measures
+from conelib.measures import v2 as measures
 from conelib.trajectory import distances_dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

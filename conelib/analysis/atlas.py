@@ -1,4 +1,4 @@
-"""Reading an atlas: what a sweep summary (:func:`conelib.sweep.summarize`) says about where the cone is.
+"""Reading an atlas: what its summary (:func:`conelib.analysis.atlas_summary.summarize`) says about where the cone is.
 
 The atlas chapter quotes these; the definitions are here:
 
@@ -14,6 +14,11 @@ The atlas chapter quotes these; the definitions are here:
   :func:`contrast_for`: a cone run of the same block that differs from it in as few factors as
   possible (the factor that separates them).
 * :func:`sensitivity_table`: the verdict counts over the whole sweep for each threshold setting.
+* :func:`optimisation_by_verdict`: the final training loss and test accuracy of the runs of each
+  verdict (is a verdict a statement about the kernel or about how far training got?).
+* :func:`loss_clock`: how the end of Phase I and the measures relate to the optimisation across the
+  atlas (rank correlations, the training loss at the end of Phase I).
+* :func:`noise_ball`: the jitter radius against the SGD noise scale lr / batch size.
 * :func:`load_summary`: the stored summary of a grid, recomputed from the stored runs if asked.
 """
 
@@ -27,10 +32,21 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+import typing
+from pathlib import Path
+
+from scipy import stats
+
+from conelib.analysis.atlas_summary import summarize, summary_path
+from conelib.experiments.kernel_dynamics import KernelDynamicsConfig
 from conelib.measures import VERDICTS
+from conelib.paths import sweeps_dir
+from conelib.results import load_result
+from conelib.sweep import load_grid, run_sweep
 
 __all__ = ["cells", "regions", "deciding_factors", "figure3_candidate", "contrast_for", "sensitivity_table",
-           "load_summary", "swept", "run_label", "base_values"]
+           "load_summary", "swept", "run_label", "base_values", "fit_steps", "optimisation_by_verdict",
+           "loss_clock", "noise_ball", "values_equal"]
 
 
 def swept(summary: xr.Dataset, *, seed: str = "seed") -> list[str]:
@@ -40,10 +56,6 @@ def swept(summary: xr.Dataset, *, seed: str = "seed") -> list[str]:
 
 def _int_fields() -> set[str]:
     """The run parameters declared as integers (the summary stores them as floats when one is None)."""
-    import typing
-
-    from conelib.experiments.kernel_dynamics import KernelDynamicsConfig
-
     return {k for k, p in KernelDynamicsConfig.parameters().items()
             if p.type is int or int in typing.get_args(p.type)}
 
@@ -60,7 +72,8 @@ def _value(v: Any, name: str | None = None) -> Any:
     return v
 
 
-def _equal(a: Any, b: Any) -> bool:
+def values_equal(a: Any, b: Any) -> bool:
+    """Two parameter values are the same (numbers compared as numbers, None only equals None)."""
     if a is None or b is None:
         return a is None and b is None
     try:
@@ -77,7 +90,7 @@ def _text_key(df: pd.DataFrame, columns: list[str]) -> pd.Series:
 
 def _changed(values: dict[str, Any], base: dict[str, Any]) -> str:
     """``"lr=0.3, batch_size=32"``: the values that differ from the base setting."""
-    return ", ".join(f"{d}={v}" for d, v in values.items() if not _equal(v, base.get(d)))
+    return ", ".join(f"{d}={v}" for d, v in values.items() if not values_equal(v, base.get(d)))
 
 
 def run_label(summary: xr.Dataset, run: int, *, only: list[str] | None = None) -> str:
@@ -94,8 +107,6 @@ def run_label(summary: xr.Dataset, run: int, *, only: list[str] | None = None) -
 def base_values(summary: xr.Dataset) -> dict[str, Any]:
     """The value of every swept factor at the grid's base setting (the base's own value, else the
     run parameter's default)."""
-    from conelib.experiments.kernel_dynamics import KernelDynamicsConfig
-
     base = json.loads(summary.attrs["grid_json"])["base"]
     flat = KernelDynamicsConfig.from_mapping(base).flat()
     return {d: flat.get(d) for d in json.loads(summary.attrs["swept_fields"])}
@@ -171,7 +182,7 @@ def figure3_candidate(summary: xr.Dataset) -> int | None:
     if none.any():
         drop = summary["drop"].values[ok][none]
         return int(runs[none][int(np.nanargmin(drop))])
-    gamma = summary["max_growth_exponent"].values[ok].astype(float)
+    gamma = summary["growth_exponent"].values[ok].astype(float)
     return int(runs[int(np.nanargmax(np.where(np.isfinite(gamma), gamma, -np.inf)))])
 
 
@@ -205,23 +216,123 @@ def sensitivity_table(summary: xr.Dataset) -> pd.DataFrame:
     return df
 
 
+def fit_steps(summary: xr.Dataset, threshold: float = 0.99) -> np.ndarray:
+    """Per run, the first snapshot step at which the training accuracy reaches ``threshold`` (NaN:
+    never, or not stored)."""
+    acc = summary["train_acc"].values
+    steps = summary["step"].values
+    out = np.full(acc.shape[0], np.nan)
+    for i in range(acc.shape[0]):
+        hit = np.nonzero(acc[i] >= threshold - 1e-12)[0]
+        if hit.size:
+            out[i] = steps[hit[0]]
+    return out
+
+
+def optimisation_by_verdict(summary: xr.Dataset) -> pd.DataFrame:
+    """Per verdict: number of stored runs, median (and range of) final training loss, median final
+    test accuracy."""
+    ok = summary["status"].values == "stored"
+    df = pd.DataFrame({"verdict": summary["verdict"].values[ok].astype(str),
+                       "loss": summary["final_train_loss"].values[ok],
+                       "acc": summary["final_test_acc"].values[ok]})
+    rows = []
+    for v in VERDICTS:
+        g = df[df.verdict == v]
+        rows.append({"verdict": v, "runs": len(g),
+                     "median_final_train_loss": g.loss.median() if len(g) else np.nan,
+                     "min_final_train_loss": g.loss.min() if len(g) else np.nan,
+                     "max_final_train_loss": g.loss.max() if len(g) else np.nan,
+                     "median_final_test_acc": g.acc.median() if len(g) else np.nan})
+    return pd.DataFrame(rows)
+
+
+def _spearman(x: np.ndarray, y: np.ndarray) -> tuple[float, int]:
+    ok = np.isfinite(x) & np.isfinite(y)
+    if ok.sum() < 4:
+        return float("nan"), int(ok.sum())
+    return float(stats.spearmanr(x[ok], y[ok]).statistic), int(ok.sum())
+
+
+def loss_clock(summary: xr.Dataset) -> dict[str, Any]:
+    """How the phases relate to the optimisation across the stored runs.
+
+    Returns:
+        ``end_vs_fit``: Spearman correlation of the end of Phase I with the 99%-fit step (and n);
+        ``end_minus_fit``: the median and quartiles of t* minus the 99%-fit step;
+        ``loss_at_end``: median and quartiles of the training loss at t*;
+        ``drop_vs_loss``, ``laziness_vs_loss``, ``movement_vs_loss``: Spearman correlations of those
+        measures with the final training loss; ``loss_correlation``: median over runs of the
+        per-run correlation of the kernel velocity with the training loss.
+    """
+    ok = summary["status"].values == "stored"
+    t1 = summary["phase_one_end"].values[ok]
+    fit = fit_steps(summary)[ok]
+    loss = summary["final_train_loss"].values[ok]
+    diff = t1 - fit
+    le = summary["loss_at_phase_one_end"].values[ok]
+
+    def quart(x: np.ndarray) -> tuple[float, float, float]:
+        x = x[np.isfinite(x)]
+        return tuple(float(q) for q in np.quantile(x, [0.25, 0.5, 0.75])) if x.size else (np.nan,) * 3
+
+    return {
+        "end_vs_fit": _spearman(t1, fit),
+        "end_minus_fit": quart(diff),
+        "loss_at_end": quart(le),
+        "drop_vs_loss": _spearman(summary["drop"].values[ok], loss),
+        "laziness_vs_loss": _spearman(summary["laziness"].values[ok], loss),
+        "movement_vs_loss": _spearman(summary["total_movement"].values[ok], loss),
+        "loss_correlation": float(np.nanmedian(summary["loss_correlation"].values[ok])) if ok.any() else np.nan,
+    }
+
+
+def noise_ball(summary: xr.Dataset, *, lr: str = "lr", batch: str = "batch_size") -> dict[str, Any]:
+    """The Phase II jitter radius against the SGD noise scale :math:`\\eta / B` over the runs of the
+    atlas that vary the learning rate or the batch size (all stored runs with both known):
+    Spearman correlation, the log-log slope with a bootstrap interval over runs, and the frame."""
+    if lr not in summary or batch not in summary:
+        return {"rho": np.nan, "n": 0, "slope": (np.nan, np.nan, np.nan), "frame": pd.DataFrame()}
+    ok = (summary["status"].values == "stored") & np.isfinite(summary["jitter_radius"].values)
+    base = base_values(summary)
+    lr_v = np.asarray([base.get(lr) if not np.isfinite(v) else v for v in summary[lr].values.astype(float)], float)
+    b_v = np.asarray([base.get(batch) if not np.isfinite(v) else v for v in summary[batch].values.astype(float)], float)
+    others = [d for d in swept(summary) if d not in (lr, batch)]
+    at_base = np.ones(len(ok), bool)
+    for d in others:
+        at_base &= np.asarray([values_equal(_value(v, d), base.get(d)) for v in summary[d].values])
+    sel = ok & at_base & np.isfinite(lr_v) & np.isfinite(b_v)
+    x, y = lr_v[sel] / b_v[sel], summary["jitter_radius"].values[sel]
+    rho, n = _spearman(x, y)
+    slope = (np.nan, np.nan, np.nan)
+    if n >= 4:
+        lx, ly = np.log(x), np.log(y)
+        point = float(np.polyfit(lx, ly, 1)[0])
+        rng = np.random.default_rng(0)
+        boots = []
+        for _ in range(2000):
+            idx = rng.integers(0, n, n)
+            if np.ptp(lx[idx]) > 0:
+                boots.append(np.polyfit(lx[idx], ly[idx], 1)[0])
+        slope = (point, float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975)))
+    frame = pd.DataFrame({"run": summary["run"].values[sel], "lr": lr_v[sel], "batch_size": b_v[sel],
+                          "lr_over_batch": x, "jitter_radius": y,
+                          "verdict": summary["verdict"].values[sel].astype(str)})
+    return {"rho": rho, "n": n, "slope": slope, "frame": frame}
+
+
 def load_summary(grid: str | os.PathLike = "atlas", *, results_root: str | os.PathLike | None = None,
                  compute: bool = False, workers: int = 2) -> xr.Dataset:
     """The summary of a grid (a name in ``sweeps/`` or a file): with ``compute``, run the missing
-    points first (:func:`conelib.sweep.run_sweep`); else the stored summary, or, when none is
-    stored, one read now from the stored runs."""
-    from pathlib import Path
-
-    from conelib.paths import sweeps_dir
-    from conelib.results import load_result
-    from conelib.sweep import load_grid, run_sweep, summarize, summary_path
-
+    points first (:func:`conelib.sweep.run_sweep`) and summarise; else the stored summary, or, when
+    none is stored, one read now from the stored runs."""
     path = Path(grid)
     if path.suffix not in (".yaml", ".yml"):
         path = sweeps_dir() / f"{grid}.yaml"
     g = load_grid(path)
     if compute:
-        return run_sweep(g, results_root=results_root, workers=workers).summary
+        run_sweep(g, results_root=results_root, workers=workers, write_summary=False)
+        return summarize(g, results_root)
     stored = summary_path(g, results_root)
     if stored.exists():
         return load_result(stored)

@@ -1,5 +1,5 @@
-"""The numbers the chapters quote (conelib.summaries), against closed forms and synthetic runs whose
-answers are known by construction."""
+"""The numbers the kernel-dynamics chapter quotes (conelib.analysis.kernel_dynamics and
+conelib.analysis.text), against closed forms and synthetic runs whose answers are known by construction."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ import pandas as pd
 import pytest
 from synthetic import STEPS, stand_in, trajectory
 
+from conelib.analysis.kernel_dynamics import (assess_runs, fit_step, phase_two_floor, run_label, runs_table,
+                                             seed_table, stack_seeds)
+from conelib.analysis.text import Facts, describe_range
 from conelib.experiments import KernelDynamicsConfig
-from conelib.measures import phase_one
+from conelib.measures import verdict
 from conelib.results import config_hash
-from conelib.summaries import (describe_range, fit_step, phase_two_floor, run_summary, runs_table, seed_spread,
-                               stack_seeds)
 
 
 def _stored(kind: str, seed: int, model: str = "lenet_300_100"):
@@ -22,6 +23,7 @@ def _stored(kind: str, seed: int, model: str = "lenet_300_100"):
     ds = stand_in(kind, seed=seed)
     cfg = KernelDynamicsConfig(model=model, seed=seed)
     ds.attrs["config_json"] = json.dumps(cfg.identity())
+    ds.attrs["config_full_json"] = json.dumps(cfg.full())
     ds.attrs["config_hash"] = config_hash(cfg.identity())
     return ds
 
@@ -63,28 +65,40 @@ def test_phase_two_floor_of_a_steady_turn_is_the_closed_form():
     assert cone.max() / cone.min() < 1.1
 
 
-def test_run_summary_table_and_spread_over_seeds():
+def test_assessed_runs_table_and_mean_over_seeds():
     runs = [_stored("cone", s) for s in (2, 0, 1)] + [_stored("none", 0, model="lenet5")]
-    table = runs_table(runs)
+    assessed = assess_runs(runs, n_boot=20)
+    table = runs_table(assessed)
     assert list(zip(table.model, table.seed)) == [("lenet5", 0), ("lenet_300_100", 0), ("lenet_300_100", 1),
                                                   ("lenet_300_100", 2)]
-    row = run_summary(runs[0])
+    for r, ds in zip(assessed, [runs[3], runs[1], runs[2], runs[0]]):
+        v = verdict(ds)  # the oracle: the measures on the run itself
+        assert r.point == v and r.row()["verdict"] == v.verdict
+    row = table.iloc[1]
     assert row["verdict"] == "two phases, cone" and row["fit_100"] == int(STEPS[-1])
     assert row["final_test_acc"] == pytest.approx(0.9)
-    # the peak and floor are the ones the verdict read, with the verdict's thresholds
-    for kw in ({}, {"smooth": 9}):
-        p1 = phase_one(runs[0], smooth=kw.get("smooth", 5))
-        r = run_summary(runs[0], **kw)
-        assert (r["adjacent_peak"], r["adjacent_floor"]) == (p1.peak, p1.floor)
-        assert r["drop"] == pytest.approx(p1.peak / p1.floor)
-    assert row["dist_T_tau8000"] == pytest.approx(float(runs[0]["dist_to_ref"].sel(ref_step=8000).isel(step=-1)))
-    assert table.loc[0, "phase_one_end"] is None or pd.isna(table.loc[0, "phase_one_end"])  # no two phases
-    spread = seed_spread(table, ["phase_one_end", "final_test_acc"]).set_index(["model", "measure"])
-    mlp = table[table.model == "lenet_300_100"].phase_one_end.astype(float)
-    got = spread.loc[("lenet_300_100", "phase_one_end")]
-    assert (got["min"], got["max"], got["mean"], got["n"]) == (mlp.min(), mlp.max(), pytest.approx(mlp.mean()), 3)
-    none = spread.loc[("lenet5", "phase_one_end")]
+    assert row["phase_one_end_minus_fit_99"] == row["phase_one_end"] - row["fit_99"]
+    assert row["dist_T_tau8000"] == pytest.approx(float(runs[1]["dist_to_ref"].sel(ref_step=8000).isel(step=-1)))
+    assert row["total_movement_lo"] <= row["total_movement"] <= row["total_movement_hi"]
+    assert pd.isna(table.loc[0, "phase_one_end"])  # no two phases
+    seeds = seed_table(assessed, ["phase_one_end", "total_movement"]).set_index(["model", "measure"])
+    mlp = table[table.model == "lenet_300_100"]
+    got = seeds.loc[("lenet_300_100", "total_movement")]
+    assert got["mean"] == pytest.approx(mlp.total_movement.mean()) and got["n"] == 3
+    assert (got["min"], got["max"]) == (mlp.total_movement.min(), mlp.total_movement.max())
+    assert got["lo"] <= got["mean"] <= got["hi"]
+    none = seeds.loc[("lenet5", "phase_one_end")]
     assert none["n"] == 0 and none["n_missing"] == 1 and np.isnan(none["mean"])
+
+
+def test_run_label_reads_the_full_configuration():
+    ds = _stored("cone", 2, model="lenet5")
+    assert run_label(ds) == {"model": "lenet5", "seed": 2, "config_hash": ds.attrs["config_hash"]}
+
+
+def test_facts_read_missing_values_as_a_dash():
+    f = Facts(a="1")
+    assert f.a == "1" and f.b == "—" and f.lenet5.t_end == "—"
 
 
 def test_stack_seeds_orders_by_seed_and_refuses_mixed_models():

@@ -1,0 +1,8 @@
+"""Statistics of stored results: what the runs show, as numbers (per run, over seeds, over the atlas).
+
+* :mod:`conelib.analysis.kernel_dynamics`: one row per kernel-dynamics run (the version-3 measures
+  with intervals), the mean over seeds, seeds stacked for charts;
+* :mod:`conelib.analysis.atlas_summary`: the atlas summary Dataset built from the stored runs;
+* :mod:`conelib.analysis.atlas`: reading it (cells, regions, the loss clock, the noise ball);
+* :mod:`conelib.analysis.text`: numbers as text for the prose.
+"""

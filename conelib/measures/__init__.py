@@ -1,0 +1,15 @@
+"""Measures of the two phases and of the cone (version 3 by default; versions 1 and 2 kept for comparison)."""
+
+from conelib.measures import v1, v2, v3
+from conelib.measures.bootstrap import assess
+from conelib.measures.v3 import (
+    SENSITIVITY,
+    THRESHOLDS,
+    VERDICTS,
+    Verdict,
+    check_thresholds,
+    measure,
+    verdict,
+)
+
+__all__ = ["assess", "SENSITIVITY", "THRESHOLDS", "VERDICTS", "Verdict", "check_thresholds", "measure", "verdict", "v1", "v2", "v3"]

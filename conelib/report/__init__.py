@@ -1,0 +1,7 @@
+"""The book's chapters, one module each: from the stored results to the facts, tables and
+sentences a chapter glues (the notebooks only load, call these, draw and glue).
+
+* :mod:`conelib.report.measures`: "Measuring the phases" (the validation panel);
+* :mod:`conelib.report.kernel_dynamics`: Figure 1;
+* :mod:`conelib.report.atlas`: "When does the cone appear?".
+"""
