@@ -234,9 +234,9 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
 
     done = migrate_results(args.root, dry_run=args.dry_run)
     for m in done:
-        what = f"skipped ({m.skipped})" if m.skipped else f"-> {m.new.name}"
+        what = f"skipped ({m.skipped})" if m.skipped else f"-> {m.new.name} ({m.what})"
         print(f"{m.old}: {what}")
-    print(f"[conelib] {sum(not m.skipped for m in done)} result(s) {'to re-key' if args.dry_run else 're-keyed'}, "
+    print(f"[conelib] {sum(not m.skipped for m in done)} result(s) {'to update' if args.dry_run else 'updated'}, "
           f"{sum(bool(m.skipped) for m in done)} skipped")
     return 1 if any(m.skipped for m in done) else 0
 
@@ -297,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     lab.add_argument("extra", nargs=argparse.REMAINDER, help="further arguments for jupyter lab")
     lab.set_defaults(func=_cmd_lab)
 
-    mig = sub.add_parser("migrate-results", help="re-key results stored under an older identity rule")
+    mig = sub.add_parser("migrate-results", help="bring stored results up to date: full configuration recorded, re-keyed after a default changed")
     mig.add_argument("root", nargs="?", default=None, help="results root (default: the repository's results/)")
     mig.add_argument("--dry-run", action="store_true", help="only list what would change")
     mig.set_defaults(func=_cmd_migrate)

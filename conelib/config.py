@@ -364,6 +364,21 @@ class Config:
             raise
 
     @classmethod
+    def from_result(cls: type[C], ds: Any) -> C:
+        """The configuration a stored result records (its ``attrs``): the full configuration when
+        the file has it, else its identity (the fields that differed from the defaults when it was
+        computed, read with today's defaults; ``conelib migrate-results`` stamps the full one).
+        Recorded fields this class no longer has are left out."""
+        import json
+
+        attrs = getattr(ds, "attrs", ds)
+        text = attrs.get("config_full_json") or attrs.get("config_json")
+        if not text or text == "none":
+            raise ValueError("the result records no configuration (no config_full_json or config_json attribute)")
+        names = cls.parameters()
+        return cls.from_mapping({k: v for k, v in json.loads(text).items() if k in names})
+
+    @classmethod
     def parameters(cls) -> dict[str, Param]:
         """Every parameter by flat name (see :func:`parameters`)."""
         return parameters(cls)

@@ -20,12 +20,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from scipy.linalg import expm
 
 from conelib.trajectory import trajectory_dataset
 
-from conelib.kernels import kernel_distance
 from conelib.measures.v1 import (
     VERDICTS_V1 as VERDICTS,
     cone_width,
@@ -116,57 +114,6 @@ def drop_then_drift_kernels(seed: int, n: int = 10, speed: float = 1e-3) -> list
 
 def as_ds(kernels: list[np.ndarray], steps: np.ndarray = STEPS):
     return trajectory_dataset(steps, kernels, dts=DTS, taus=TAUS)
-
-
-# ------------------------------------------------------------------------------------------
-# trajectory_dataset against brute force
-# ------------------------------------------------------------------------------------------
-
-
-def test_trajectory_dataset_matches_a_brute_force_loop():
-    rng = np.random.default_rng(0)
-    steps = np.arange(0, 201, 20)
-    a = [rng.standard_normal((5, 7)) for _ in steps]
-    kernels = [torch.tensor(x @ x.T, dtype=torch.float32) for x in a]  # torch input, float32
-    ds = trajectory_dataset(steps, kernels, dts=[20, 60], taus=[0, 100])
-    exact = [x @ x.T for x in a]  # float64 oracle
-    n = len(steps)
-    for i in range(n):
-        for j in range(n):
-            assert ds.pairwise_distance.values[i, j] == pytest.approx(kernel_distance(exact[i], exact[j]), abs=1e-6)
-    for dt in (20, 60):
-        for i, t in enumerate(steps):
-            got = float(ds.adjacent_distance.sel(step=t, dt=dt))
-            vel = float(ds.velocity.sel(step=t, dt=dt))
-            if t + dt > steps[-1]:
-                assert np.isnan(got) and np.isnan(vel)
-            else:
-                want = kernel_distance(exact[i], exact[list(steps).index(t + dt)])
-                assert got == pytest.approx(want, abs=1e-6)
-                assert vel == pytest.approx(want / dt, abs=1e-7)
-    for tau in (0, 100):
-        k = list(steps).index(tau)
-        want = [kernel_distance(exact[i], exact[k]) for i in range(n)]
-        np.testing.assert_allclose(ds.dist_to_ref.sel(ref_step=tau).values, want, atol=1e-6)
-    np.testing.assert_allclose(ds.dist_to_init.values, ds.pairwise_distance.values[:, 0])
-    np.testing.assert_allclose(ds.kernel_norm.values, [np.linalg.norm(h) for h in exact], rtol=1e-6)
-    assert list(ds.step.values) == list(steps) and list(ds.other_step.values) == list(steps)
-    assert list(ds.dt.values) == [20, 60] and list(ds.ref_step.values) == [0, 100]
-    assert ds.cone_x.values[0] == 0 and ds.cone_y.values[0] == 0
-
-
-@pytest.mark.parametrize(
-    "kwargs, match",
-    [
-        ({"steps": [0, 20], "kernels": [np.eye(2)], "dts": [20]}, "same length"),
-        ({"steps": [20, 0], "kernels": [np.eye(2)] * 2, "dts": [20]}, "increasing"),
-        ({"steps": [0, 20], "kernels": [np.eye(2)] * 2, "dts": [0]}, "dts"),
-        ({"steps": [0, 20], "kernels": [np.eye(2)] * 2, "dts": [20], "taus": [10]}, "ref_steps"),
-    ],
-)
-def test_trajectory_dataset_rejects_bad_input(kwargs, match):
-    with pytest.raises(ValueError, match=match):
-        trajectory_dataset(**kwargs)
 
 
 # ------------------------------------------------------------------------------------------

@@ -128,7 +128,9 @@ def test_config_hash_oracle_and_invariances():
         {**cfg, "extra": None},
     ):
         assert config_hash(changed) != config_hash(cfg)
-    assert len(config_hash(cfg)) == 16 and int(config_hash(cfg), 16) >= 0
+    # the hash is the first 16 hex digits of the SHA-256 of the canonical, key-sorted JSON
+    canonical = json.dumps(canonical_config(cfg), sort_keys=True, separators=(",", ":"))
+    assert config_hash(cfg) == hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 def test_config_hash_of_dataclass_equals_its_dict():

@@ -18,7 +18,6 @@ The chapters quote these numbers (the notebooks only load, draw and glue); the d
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +26,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from conelib.experiments.kernel_dynamics import KernelDynamicsConfig
 from conelib.measures import v2
 from conelib.measures.bootstrap import Assessment, assess, seed_interval
 from conelib.measures.v3 import Verdict
@@ -62,11 +62,9 @@ def phase_two_floor(ds: xr.Dataset, start: int | None = None) -> xr.DataArray:
 
 
 def run_label(ds: xr.Dataset) -> dict[str, Any]:
-    """``model``, ``seed`` and ``config_hash`` of a stored run (read from its full configuration)."""
-    cfg = json.loads(ds.attrs.get("config_full_json") or ds.attrs.get("config_json") or "{}")
-    model = cfg.get("model", "lenet5")
-    seed = cfg.get("seed", cfg.get("train", {}).get("seed", 0) if isinstance(cfg.get("train"), dict) else 0)
-    return {"model": str(model), "seed": int(seed), "config_hash": str(ds.attrs.get("config_hash", ""))}
+    """``model``, ``seed`` and ``config_hash`` of a stored run (from the configuration it records)."""
+    cfg = KernelDynamicsConfig.from_result(ds)
+    return {"model": str(cfg.model), "seed": int(cfg.seed), "config_hash": str(ds.attrs.get("config_hash", ""))}
 
 
 @dataclass

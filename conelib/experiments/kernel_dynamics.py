@@ -14,7 +14,6 @@ Zhou et al. (2025), Section 4; Fort et al. (2020), Section 4.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,7 +186,5 @@ def _run(cfg: KernelDynamicsConfig, *, progress: bool) -> tuple[xr.Dataset, xr.D
 
 
 def config_of(ds: xr.Dataset) -> KernelDynamicsConfig:
-    """The configuration stored in a result's attrs."""
-    d = json.loads(ds.attrs["config_json"])
-    names = KernelDynamicsConfig.parameters()
-    return KernelDynamicsConfig.from_mapping({k: v for k, v in d.items() if k in names})
+    """The configuration a stored result records (:meth:`conelib.config.Config.from_result`)."""
+    return KernelDynamicsConfig.from_result(ds)

@@ -78,7 +78,6 @@ Stored (one ``xarray.Dataset``, dims ``switch_step``, ``seed``, ``step``):
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import tempfile
@@ -527,10 +526,8 @@ def _run_pool(jobs: list[tuple[int, int]], args: Any, store: Any, workers: int, 
 
 
 def config_of(ds: xr.Dataset) -> SwitchingConfig:
-    """The configuration stored in a result's attrs."""
-    d = json.loads(ds.attrs["config_json"])
-    names = SwitchingConfig.parameters()
-    return SwitchingConfig.from_mapping({k: v for k, v in d.items() if k in names})
+    """The configuration a stored result records (:meth:`conelib.config.Config.from_result`)."""
+    return SwitchingConfig.from_result(ds)
 
 
 #: the parameters that fix the training trajectory up to a given step (kernel dynamics vs switching):
