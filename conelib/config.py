@@ -20,7 +20,10 @@ from papermill's ``-p`` or a YAML file is parsed for numeric, boolean and list f
 (``"1e-3"`` -> ``0.001``, which YAML 1.1 would leave a string; ``"[10, 20]"`` -> ``(10, 20)``),
 an integer-valued float is accepted for an integer field (``10.0`` -> ``10``), an int for a float
 field (``0`` -> ``0.0``), lists become tuples, and set-like tuples (``unique=True``) are sorted
-without duplicates, so that equal configurations compare and hash equal. Anything else is a
+without duplicates, so that equal configurations compare and hash equal. A boolean is read the
+same way from every entry point: ``True``/``False``, ``true``/``false``, ``yes``/``no``,
+``on``/``off`` (any case; what YAML 1.1 reads as booleans, so a profile, ``-p`` and papermill's
+``-p`` agree) and ``1``/``0``; a float must be finite (``nan`` and ``inf`` are refused as such). Anything else is a
 :class:`ParameterError` that names the parameter, says what is allowed and, for an unknown name,
 lists the valid ones.
 
@@ -213,19 +216,15 @@ def _coerce_to(tp: Any, value: Any, name: str) -> Any:
         if isinstance(value, np.ndarray):
             value = value.tolist()
         if isinstance(value, (str, bytes)) or not isinstance(value, Iterable) or isinstance(value, Mapping):
-            raise _fail(name, value, f"a list of {_type_words(item)}s")
+            raise _fail(name, value, f"a list of {_plural_words(item)}")
         try:
             return tuple(_coerce_to(item, v, name) for v in value)
         except ParameterError:
-            raise _fail(name, value, f"a list of {_type_words(item)}s") from None
+            raise _fail(name, value, f"a list of {_plural_words(item)}") from None
     if tp is Any:
         return value
     if tp is bool:
-        if isinstance(value, (bool, np.bool_)):
-            return bool(value)
-        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-            return value.strip().lower() == "true"
-        raise _fail(name, value, "True or False")
+        return _coerce_bool(value, name)
     if tp is int:
         if isinstance(value, str):
             value = _parse_text(value)
@@ -239,8 +238,12 @@ def _coerce_to(tp: Any, value: Any, name: str) -> Any:
     if tp is float:
         if isinstance(value, str):
             value = _parse_text(value)
+            if isinstance(value, str) and value.strip().lower().lstrip("+-") in _NON_FINITE:
+                value = float(value)  # "nan", "inf": numbers, refused below for not being finite
         if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
             raise _fail(name, value, "a number")
+        if not math.isfinite(float(value)):
+            raise _fail(name, value, "a finite number")
         return float(value)
     if tp is str:
         if isinstance(value, str):
@@ -249,6 +252,33 @@ def _coerce_to(tp: Any, value: Any, name: str) -> Any:
     if isinstance(tp, type) and not isinstance(value, tp):
         raise _fail(name, value, f"a {tp.__name__}")
     return value
+
+
+#: the one reading of booleans at every entry point (``-p``, papermill, YAML files, Python): the
+#: words PyYAML reads as booleans, and 1/0; case does not matter
+TRUE_WORDS: tuple[str, ...] = ("true", "yes", "on", "1")
+FALSE_WORDS: tuple[str, ...] = ("false", "no", "off", "0")
+_BOOL_WORDS = "True or False (also true/false, yes/no, on/off, 1/0)"
+_NON_FINITE = ("nan", "inf", "infinity")
+
+
+def _coerce_bool(value: Any, name: str) -> bool:
+    """A boolean as people type it: ``True``/``False``, one of :data:`TRUE_WORDS` /
+    :data:`FALSE_WORDS` (any case), or the integers 1 and 0. Anything else is refused."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (numbers.Integral, np.integer)) and int(value) in (0, 1):
+        return bool(int(value))
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in TRUE_WORDS or word in FALSE_WORDS:
+            return word in TRUE_WORDS
+    raise _fail(name, value, _BOOL_WORDS)
+
+
+def _plural_words(tp: Any) -> str:
+    """``integers``, ``numbers``, ...: what a list of ``tp`` holds."""
+    return {int: "integers", float: "numbers", bool: "booleans", str: "strings"}.get(tp, f"{_type_name(tp)} values")
 
 
 def _type_words(tp: Any) -> str:
