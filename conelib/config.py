@@ -39,15 +39,18 @@ import difflib
 import functools
 import math
 import numbers
+import os
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import MISSING, dataclass
+from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
-__all__ = ["Config", "Param", "ParameterError", "param", "parameters", "coerce", "unknown_names_error"]
+__all__ = ["Config", "Param", "ParameterError", "param", "parameters", "coerce", "unknown_names_error",
+           "absolute_paths", "absolute_path"]
 
 C = TypeVar("C", bound="Config")
 
@@ -76,6 +79,7 @@ def param(
     allowed: str = "",
     runtime: bool = False,
     unique: bool = False,
+    is_path: bool = False,
     default_factory: Callable[[], Any] | Any = MISSING,
 ) -> Any:
     """A dataclass field that is a parameter.
@@ -88,10 +92,12 @@ def param(
         allowed: ... and the words for what it allows, e.g. ``"a number > 0"``.
         runtime: where/how to run, not what is computed: left out of the identity.
         unique: a set-like tuple: stored sorted, without duplicates.
+        is_path: a file-system path: a relative one is made absolute where it enters (see
+            :func:`absolute_paths`), so it means the same in every process that reads it.
         default_factory: for a section (a nested :class:`Config`).
     """
     meta = {"help": help, "choices": None if choices is None else tuple(choices), "check": check,
-            "allowed": allowed, "runtime": runtime, "unique": unique}
+            "allowed": allowed, "runtime": runtime, "unique": unique, "is_path": is_path}
     if default_factory is not MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -115,6 +121,7 @@ class Param:
     allowed: str = ""
     runtime: bool = False
     unique: bool = False
+    is_path: bool = False
 
     def describe(self) -> str:
         """``type = default  help [choices]`` in one line (``conelib params``)."""
@@ -159,7 +166,8 @@ def parameters(cls: type[Config]) -> dict[str, Param]:
             f.default_factory() if f.default_factory is not MISSING else MISSING)
         m = f.metadata
         out[f.name] = Param(f.name, tp, default, m.get("help", ""), (), m.get("choices"), m.get("check"),
-                            m.get("allowed", ""), bool(m.get("runtime", False)), bool(m.get("unique", False)))
+                            m.get("allowed", ""), bool(m.get("runtime", False)), bool(m.get("unique", False)),
+                            bool(m.get("is_path", False)))
     return out
 
 
@@ -305,6 +313,34 @@ def coerce(p: Param, value: Any) -> Any:
         if not ok:
             raise _fail(p, value, p.allowed or "valid")
     return v
+
+
+def absolute_paths(values: Mapping[str, Any], params: Mapping[str, Param],
+                   base: str | os.PathLike | None = None) -> dict[str, Any]:
+    """``values`` with every relative path of a path parameter (``Param.is_path``) made absolute
+    against ``base`` (default: the current working directory); ``~`` is expanded. Other values,
+    ``None`` and names that are not parameters are left as they are.
+
+    Every entry point calls this where a path enters (the command line, papermill's injected
+    cell, a profile or grid file with its own folder as ``base``), so that a path means the same
+    in a notebook's kernel, which runs in ``notebooks/``, as where it was typed.
+    """
+    out = dict(values)
+    for key, value in values.items():
+        p = params.get(key)
+        if p is None or not p.is_path or not isinstance(value, (str, os.PathLike)) or not str(value).strip():
+            continue
+        out[key] = absolute_path(value, base)
+    return out
+
+
+def absolute_path(value: str | os.PathLike, base: str | os.PathLike | None = None) -> str:
+    """``value`` (``~`` expanded) if absolute, else ``base / value`` (default base: the current
+    working directory), as a string."""
+    path = Path(value).expanduser()
+    if path.is_absolute():
+        return str(path)
+    return str(Path(base if base is not None else os.getcwd()).expanduser().absolute() / path)
 
 
 def unknown_names_error(unknown: Iterable[str], valid: Iterable[str], where: str) -> ParameterError:
