@@ -67,7 +67,7 @@ def _output(args: argparse.Namespace, name: str, several: bool) -> Path:
     if getattr(args, "book", False):
         return paths.generated_dir() / f"{name}.ipynb"
     if getattr(args, "output", None):
-        out = Path(args.output)
+        out = Path(args.output).expanduser().absolute()
         if several or out.is_dir() or args.output.endswith("/"):
             return out / f"{name}.ipynb"
         return out

@@ -19,6 +19,7 @@ through ``conelib run`` (which calls :func:`check` before it starts papermill at
 from __future__ import annotations
 
 import ast
+import os
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -46,7 +47,8 @@ class ChapterOptions(Config):
     seeds: tuple[int, ...] = param((), "the seeds to run; empty: the profile's list (setting seed runs that one)",
                                    unique=True, check=lambda v: all(s >= 0 for s in v),
                                    allowed="a list of integers >= 0")
-    results_root: str | None = param(None, "where results are stored; None: the repository's results/", runtime=True)
+    results_root: str | None = param(None, "where results are stored; None: the repository's results/", runtime=True,
+                                     is_path=True)
     recompute: bool = param(False, "train again even when a result for the configuration is stored", runtime=True)
 
 
@@ -58,7 +60,7 @@ class AtlasOptions(Config):
 
     grid: str = param("atlas", "the sweep's grid: a name in sweeps/ (atlas) or the path of a grid file")
     results_root: str | None = param(None, "where the runs and the summary are stored; None: the repository's "
-                                     "results/", runtime=True)
+                                     "results/", runtime=True, is_path=True)
     compute: bool = param(False, "run the grid points that are not stored (conelib sweep does the same); False: "
                                  "only read what is stored", runtime=True)
     workers: int = param(2, "Dask workers when computing", check=lambda v: v >= 1, allowed="an integer >= 1",
@@ -162,8 +164,32 @@ class Resolved:
                 f"<table><tr><th>parameter</th><th>value</th><th>from</th></tr>{body}</table>")
 
 
+#: parameters that name a file or a name (a profile, a grid): a value ending in one of these is a file
+_FILE_OR_NAME = {"profile": (".yaml", ".yml"), "grid": (".yaml", ".yml")}
+
+
+def absolute_paths(name: str, given: Mapping[str, Any], base: str | os.PathLike | None = None) -> dict[str, Any]:
+    """``given`` with its relative paths made absolute against ``base`` (default: the current
+    working directory): ``results_root``, ``data_root``, and a ``profile`` or ``grid`` given as
+    a ``.yaml`` file. :func:`check` does it first, :func:`conelib.nbrun.run_notebook` passes the
+    result to papermill, so a relative path means the folder it was typed in, not ``notebooks/``
+    where the notebook's kernel runs."""
+    from conelib.config import absolute_path
+    from conelib.config import absolute_paths as absolute
+
+    out = absolute(given, notebook_parameters(name), base)
+    for key, suffixes in _FILE_OR_NAME.items():
+        value = out.get(key)
+        if isinstance(value, (str, os.PathLike)) and str(value).endswith(suffixes):
+            out[key] = absolute_path(value, base)
+    return out
+
+
 def check(name: str, given: Mapping[str, Any]) -> Resolved:
     """Validate ``given`` parameters of notebook ``name`` and build its runs' configurations.
+
+    Relative paths are made absolute against the current working directory first
+    (:func:`absolute_paths`).
 
     Raises:
         conelib.config.ParameterError: an unknown name (with the closest valid one and the list of
@@ -176,7 +202,7 @@ def check(name: str, given: Mapping[str, Any]) -> Resolved:
     unknown = [k for k in given if k not in valid]
     if unknown:
         raise unknown_names_error(unknown, valid, f"notebook {name!r}")
-    given = {k: v for k, v in given.items() if v is not None}
+    given = absolute_paths(name, {k: v for k, v in given.items() if v is not None})
     opt_names = set(spec.options.parameters())
     own = spec.config.parameters() if spec.config is not None else {}
     options = spec.options(**{k: v for k, v in given.items() if k in opt_names and k not in own})

@@ -20,6 +20,10 @@ A grid file (YAML)::
       - {output_scale: [1, 16]}
     results_root: null         # optional (relative: to this file); default: the repository's results/
 
+A relative path in a grid file (``results_root``, ``data_root``, a profile's ``.yaml`` file) is taken
+from the grid file's folder, one in a profile from the profile's folder; ``--results-root`` on the
+command line from the current directory. Each is made absolute before a job is sent to a worker.
+
 Without ``blocks`` the runs are the cartesian product of ``grid``. With them, each block's product
 is crossed with ``grid``; a configuration reached twice (the base setting, typically) is one run.
 Values are coerced like any parameter (``1e-3`` is a number).
@@ -88,10 +92,10 @@ import numpy as np
 import xarray as xr
 
 from conelib.atomic import atomic_write
-from conelib.config import ParameterError, coerce, unknown_names_error
+from conelib.config import ParameterError, absolute_path, absolute_paths, coerce, unknown_names_error
 from conelib.experiments.kernel_dynamics import EXPERIMENT, KernelDynamicsConfig, kernel_dynamics
 from conelib.measures import VERDICTS, check_thresholds, verdict
-from conelib.profiles import load_profile, merge
+from conelib.profiles import load_profile, merge, profile_path
 from conelib.results import (
     config_hash,
     load_result,
@@ -201,10 +205,16 @@ class Grid:
         base = mapping.get("base") or {}
         if not isinstance(base, Mapping):
             raise ValueError(f"key 'base' of {where} must be a mapping of parameters (and optionally 'profile')")
-        base = dict(base)
+        # a relative path written in a grid file is taken from the grid file's folder (as results_root)
+        folder = Path(source).resolve().parent if source is not None else None
+        base = absolute_paths(dict(base), KernelDynamicsConfig.parameters(), folder)
         profile = base.pop("profile", None)
         if profile is not None:
-            base = merge(load_profile(profile, EXPERIMENT), base)
+            if str(profile).endswith((".yaml", ".yml")):
+                profile = absolute_path(profile, folder)
+            section = absolute_paths(load_profile(profile, EXPERIMENT), KernelDynamicsConfig.parameters(),
+                                     profile_path(profile).parent)
+            base = merge(section, base)
             for key in ("models", "seeds"):  # a profile's lists of runs: a grid sweeps model/seed itself
                 base.pop(key, None)
         base_cfg = KernelDynamicsConfig.from_mapping(base, where=f"'base' of {where}")

@@ -12,7 +12,7 @@ import torch
 
 from conelib import data as data_mod
 from conelib import models
-from conelib.config import Config, ParameterError, param
+from conelib.config import Config, ParameterError, absolute_paths, param
 from conelib.profiles import load_profile, merge, profile_path
 from conelib.train import TrainConfig
 
@@ -94,7 +94,8 @@ def profile_runs(cls: type[R], profile: str | os.PathLike, experiment: str, **ov
     ``cls``, ``seeds``: one configuration per model and seed, in that order. Setting ``model`` (or
     ``seed``) overrides the list with that one value.
     """
-    section = load_profile(profile, experiment)
+    # a relative path in a profile is taken from the profile's own folder (it means the same wherever it is run)
+    section = absolute_paths(load_profile(profile, experiment), cls.parameters(), base=profile_path(profile).parent)
     overrides = {k: v for k, v in overrides.items() if v is not None}
     own = cls.parameters()
     lists: dict[str, list[Any]] = {}
