@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -205,21 +206,23 @@ def sensitivity_table(summary: xr.Dataset) -> pd.DataFrame:
     return df
 
 
+def grid_path(grid: str | os.PathLike) -> Path:
+    """The file of a grid given by name (``"atlas"``: ``sweeps/atlas.yaml``) or as a ``.yaml`` path."""
+    from conelib.paths import sweeps_dir
+
+    path = Path(grid)
+    return path if path.suffix in (".yaml", ".yml") else sweeps_dir() / f"{grid}.yaml"
+
+
 def load_summary(grid: str | os.PathLike = "atlas", *, results_root: str | os.PathLike | None = None,
                  compute: bool = False, workers: int = 2) -> xr.Dataset:
     """The summary of a grid (a name in ``sweeps/`` or a file): with ``compute``, run the missing
     points first (:func:`conelib.sweep.run_sweep`); else the stored summary, or, when none is
     stored, one read now from the stored runs."""
-    from pathlib import Path
-
-    from conelib.paths import sweeps_dir
     from conelib.results import load_result
     from conelib.sweep import load_grid, run_sweep, summarize, summary_path
 
-    path = Path(grid)
-    if path.suffix not in (".yaml", ".yml"):
-        path = sweeps_dir() / f"{grid}.yaml"
-    g = load_grid(path)
+    g = load_grid(grid_path(grid))
     if compute:
         return run_sweep(g, results_root=results_root, workers=workers).summary
     stored = summary_path(g, results_root)

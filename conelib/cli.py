@@ -96,13 +96,15 @@ def _applicable(name: str, params: dict[str, Any], args: argparse.Namespace, *, 
 
 def _run_all(args: argparse.Namespace, names: list[str]) -> list[str]:
     """Run ``names``; returns those that failed (each failure is reported, the others still run)."""
-    from conelib.nbparams import check
+    from conelib.nbparams import absolute_paths, check, preflight
     from conelib.nbrun import NotebookFailed, run_notebook
 
     params = _parameters(args)
-    per_notebook = {name: _applicable(name, params, args, several=len(names) > 1) for name in names}
-    for name in names:  # every notebook's parameters are checked before the first one runs
-        check(name, per_notebook[name])
+    # relative paths are the caller's: made absolute here, before the kernel runs in notebooks/
+    per_notebook = {name: absolute_paths(name, _applicable(name, params, args, several=len(names) > 1))
+                    for name in names}
+    for name in names:  # every notebook is checked before the first one runs: parameters, device, memory
+        preflight(check(name, per_notebook[name]))
     failed = []
     for name in names:
         out = _output(args, name, len(names) > 1)

@@ -28,7 +28,8 @@ from typing import Any
 from conelib.config import Config, ParameterError, param, unknown_names_error
 from conelib.models import MODELS
 
-__all__ = ["NOTEBOOKS", "AtlasOptions", "ChapterOptions", "Resolved", "resolve", "check", "notebook_parameters", "MARKER"]
+__all__ = ["NOTEBOOKS", "AtlasOptions", "ChapterOptions", "Resolved", "resolve", "check", "preflight",
+           "absolute_paths", "notebook_parameters", "MARKER"]
 
 #: the first line of every notebook's parameters cell (how :func:`resolve` finds it in the history)
 MARKER = "# Parameters of this notebook"
@@ -217,6 +218,33 @@ def check(name: str, given: Mapping[str, Any]) -> Resolved:
     return Resolved(name, options, tuple(configs), given)
 
 
+def preflight(resolved: Resolved) -> None:
+    """The checks that need this machine, made before a notebook's kernel starts (by ``conelib
+    run``) and again in the kernel (:func:`resolve`): every run whose result is not stored (or all,
+    with ``recompute``; for the atlas chapter with ``compute``, every grid point not stored) has
+    its device here and fits in memory (:func:`conelib.experiments.common.preflight`).
+
+    Raises:
+        conelib.config.ParameterError: naming ``device`` or ``batch_size``.
+    """
+    from conelib.experiments.common import preflight as run_preflight
+    from conelib.results import result_path, result_status
+
+    opts = resolved.options
+    if not resolved.configs:
+        if getattr(opts, "compute", False):
+            from conelib.atlas import grid_path
+            from conelib.sweep import load_grid, pending
+
+            for point in pending(load_grid(grid_path(opts.grid)), opts.results_root):
+                run_preflight(point.config)
+        return
+    section = _spec(resolved.notebook).section
+    for cfg in resolved.configs:
+        if opts.recompute or result_status(result_path(section, cfg.identity(), opts.results_root)) != "ok":
+            run_preflight(cfg)
+
+
 # --------------------------------------------------------------------------------------------
 # reading the parameters out of a running notebook
 # --------------------------------------------------------------------------------------------
@@ -275,4 +303,6 @@ def resolve(name: str, namespace: Mapping[str, Any]) -> Resolved:
         names = [k for k, v in namespace.items()
                  if not k.startswith("_") and k not in _IPYTHON_NAMES and _parameter_like(v)]
     given = {k: namespace[k] for k in names if k in namespace}
-    return check(name, given)
+    resolved = check(name, given)
+    preflight(resolved)
+    return resolved

@@ -405,6 +405,7 @@ def load_or_compute(
     root: str | Path | None = None,
     recompute: bool = False,
     device: str | Callable[[], str] | None = None,
+    precheck: Callable[[], None] | None = None,
 ) -> xr.Dataset:
     """The stored result of ``(experiment, config)``, computing and storing it if needed.
 
@@ -416,7 +417,9 @@ def load_or_compute(
     and ``experiment`` are added to its attributes, and the Dataset is saved with
     :func:`save_result` and returned as read back from disk (so a computed and a loaded result
     look the same). ``device`` may be a callable, evaluated only when computing (so a stored
-    result loads on a machine without the device it was computed on).
+    result loads on a machine without the device it was computed on). ``precheck``, when given,
+    is called before anything is created when the result must be computed (the checks that
+    need this machine: its device, its memory); an error there leaves nothing behind.
     """
     path = result_path(experiment, config, root)
     expected = config_hash(config)
@@ -440,8 +443,10 @@ def load_or_compute(
                 RuntimeWarning,
                 stacklevel=2,
             )
-    check_writable(path.parent, need_bytes=MIN_FREE_BYTES)
+    if precheck is not None:
+        precheck()
     device_label = device() if callable(device) else device
+    check_writable(path.parent, need_bytes=MIN_FREE_BYTES)
     ds = compute()
     if not isinstance(ds, xr.Dataset):
         raise TypeError(f"compute() must return an xarray.Dataset; got {type(ds).__name__}")

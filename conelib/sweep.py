@@ -475,6 +475,10 @@ def run_sweep(
     Returns:
         A :class:`SweepReport`: the configurations skipped, completed and failed (with their
         errors), the wall time, and the summary.
+
+    Raises:
+        conelib.config.ParameterError: on a ``LocalCluster`` started here, a run to compute whose
+            device is missing or whose batch cannot fit in memory (checked before anything starts).
     """
     from dask.distributed import Client, LocalCluster, as_completed
     from tqdm.auto import tqdm
@@ -497,6 +501,11 @@ def run_sweep(
             if status != "missing":
                 report.unreadable.append(p.coords)
             todo.append(p)
+    if todo and client is None and address is None:
+        from conelib.experiments.common import preflight
+
+        for p in todo:  # a LocalCluster runs them here: this machine's device and memory, before anything starts
+            preflight(p.config)
     t0 = time.perf_counter()
     if todo:
         own_cluster = own_client = None
