@@ -49,6 +49,8 @@ GRACE_SECONDS = 10.0
 CONNECTION_PREFIX = "conelib-kernel"
 #: how often the launcher checks that its parent is alive (seconds)
 WATCH_INTERVAL = 0.5
+#: the runner's process id, handed to the launcher (which may start after the runner died)
+PARENT_ENV = "CONELIB_KERNEL_PARENT"
 
 
 class Gate:
@@ -206,6 +208,7 @@ class Supervisor:
                 return launcher_command(super().format_kernel_cmd(extra_arguments))
 
             async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
+                kw["env"] = {**(kw.get("env") or os.environ), PARENT_ENV: str(os.getpid())}
                 kw.setdefault("stdout", subprocess.PIPE)
                 kw.setdefault("stderr", subprocess.PIPE)
                 supervisor.kernel = self
@@ -288,7 +291,7 @@ def _stop_children_and_exit(connection_file: str | None) -> None:
 
 def watch_parent(parent: int, on_gone: Callable[[], None], interval: float = WATCH_INTERVAL) -> None:
     """Call ``on_gone()`` once the process's parent is no longer ``parent`` (it died; the kernel
-    was re-parented)."""
+    was re-parented), at once if it is not ``parent`` already."""
     while os.getppid() == parent:
         time.sleep(interval)
     on_gone()
@@ -302,7 +305,10 @@ def main() -> None:
     # starts no watch of its own for parent 1, and, unlike with no parent, prints no "Ctrl-C will not work"
     os.environ["JPY_PARENT_PID"] = "1"
     connection_file = _connection_file(sys.argv[1:])
-    threading.Thread(target=watch_parent, args=(os.getppid(), lambda: _stop_children_and_exit(connection_file)),
+    # the runner's id as it launched the kernel: if the runner died while this module was being
+    # imported, the parent has already changed and the watch stops the kernel at once
+    parent = int(os.environ.pop(PARENT_ENV, "") or os.getppid())
+    threading.Thread(target=watch_parent, args=(parent, lambda: _stop_children_and_exit(connection_file)),
                      daemon=True, name="conelib-parent-watch").start()
     from ipykernel import kernelapp
 

@@ -49,8 +49,9 @@ def _start(tmp_path: Path, command: list[str], params: dict, *, prefix: list[str
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path, env=env)
 
 
-def _kernel(proc: subprocess.Popen, *, children: int = 0, timeout: float = 300) -> psutil.Process:
-    """The notebook kernel the command started (once it has ``children`` processes of its own)."""
+def _kernel(proc: subprocess.Popen, *, children: int = 0, settle: float = 2, timeout: float = 300) -> psutil.Process:
+    """The notebook kernel the command started (once it has ``children`` processes of its own),
+    ``settle`` seconds later."""
     deadline = time.monotonic() + timeout
     runner = psutil.Process(proc.pid)
     while time.monotonic() < deadline:
@@ -59,7 +60,7 @@ def _kernel(proc: subprocess.Popen, *, children: int = 0, timeout: float = 300) 
             try:
                 cmd = " ".join(child.cmdline())
                 if ("conelib.nbkernel" in cmd or "ipykernel" in cmd) and len(child.children(recursive=True)) >= children:
-                    time.sleep(2)  # let it get into the cell's work
+                    time.sleep(settle)  # let it get into the cell's work
                     return child
             except psutil.Error:
                 continue
@@ -172,3 +173,12 @@ def test_sigkill_of_the_command_takes_the_kernel_and_its_workers_along(tmp_path)
     assert _gone(family) == []
     assert _leftovers(tmp_path) == []  # no connection file, no checkpoint folder
     assert not (tmp_path / "out.ipynb").exists()
+
+
+def test_sigkill_while_the_kernel_starts_leaves_no_kernel_and_no_connection_file(tmp_path):
+    proc = _start(tmp_path, ["run", "kernel_dynamics", "-o", "out.ipynb"], LONG_KD)
+    kernel = _kernel(proc, settle=0)  # killed while the kernel is still starting up
+    proc.kill()
+    proc.communicate(timeout=120)
+    assert _gone([kernel.pid]) == []
+    assert _leftovers(tmp_path) == []
