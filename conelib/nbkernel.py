@@ -12,11 +12,13 @@
   reports the interrupt (:class:`conelib.nbrun.NotebookInterrupted`).
 * **Connection file.** Named ``<tmp>/conelib-kernel.tmp.<runner pid>.<random>.json`` (not
   ``/tmp/tmp*.json``) and removed as soon as the kernel is ready (it has read it; the client keeps
-  the ports in memory). A runner killed during the kernel's start-up leaves one behind, which the
-  next run removes (:func:`conelib.atomic.sweep_stale`, as every temporary file of a dead process).
+  the ports in memory). If the runner is killed during the kernel's start-up, the launcher (below)
+  removes it as it stops; failing that, the next run does (:func:`conelib.atomic.sweep_stale`, as
+  for every temporary file of a dead process).
 * **Parent watch.** The kernel runs under this module's launcher (``python -m conelib.nbkernel``,
   in place of ``-m ipykernel_launcher``), which polls its parent: when the runner is gone (killed
-  outright, SIGKILL) it stops the kernel's children and then the kernel. ipykernel's own watch
+  outright, SIGKILL) it stops the kernel's children, removes the connection file and the kernel's
+  own temporary folders (the switching experiment's checkpoints), and exits. ipykernel's own watch
   (``JPY_PARENT_PID``) stops only the kernel and leaves its worker processes running.
 * **Kernel diagnostics.** The kernel process's own stdout/stderr (its log lines, not the cells'
   output, which papermill streams) pass through a gate too, so an interrupt ends quietly.
@@ -49,6 +51,8 @@ GRACE_SECONDS = 10.0
 CONNECTION_PREFIX = "conelib-kernel"
 #: how often the launcher checks that its parent is alive (seconds)
 WATCH_INTERVAL = 0.5
+#: the signal that ends a kernel that does not stop when interrupted
+_KILL = getattr(signal, "SIGKILL", signal.SIGTERM)
 #: the runner's process id, handed to the launcher (which may start after the runner died)
 PARENT_ENV = "CONELIB_KERNEL_PARENT"
 
@@ -149,11 +153,11 @@ class Supervisor:
         self.mute()
         if first:
             self.signal_kernel(signal.SIGINT)
-            self._timer = threading.Timer(self.grace, self.signal_kernel, args=(signal.SIGKILL,))
+            self._timer = threading.Timer(self.grace, self.signal_kernel, args=(_KILL,))
             self._timer.daemon = True
             self._timer.start()
         else:
-            self.signal_kernel(signal.SIGKILL)
+            self.signal_kernel(_KILL)
 
     def mute(self) -> None:
         """Nothing more from the notebook, the kernel or the libraries' logs reaches the terminal
@@ -168,9 +172,12 @@ class Supervisor:
         """Send ``sig`` to the kernel's process group (the kernel and every process it started)."""
         provisioner = getattr(self.kernel, "provisioner", None)
         pgid = getattr(provisioner, "pgid", None) or getattr(provisioner, "pid", None)
-        if pgid:
+        if pgid and hasattr(os, "killpg"):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pgid, sig)
+        elif provisioner is not None and hasattr(provisioner, "process"):  # no process groups (Windows)
+            with contextlib.suppress(OSError, AttributeError):
+                provisioner.process.send_signal(sig)
 
     # -- papermill / nbclient hooks ------------------------------------------------------------
 
@@ -219,7 +226,7 @@ class Supervisor:
                         threading.Thread(target=_forward, args=(stream, supervisor.kernel_log), daemon=True,
                                          name="conelib-kernel-output").start()
                 if supervisor.signum is not None:  # interrupted while the kernel was starting
-                    supervisor.signal_kernel(signal.SIGKILL)
+                    supervisor.signal_kernel(_KILL)
 
         return SupervisedKernelManager
 
@@ -276,8 +283,8 @@ def _stop_children_and_exit(connection_file: str | None) -> None:
             with contextlib.suppress(psutil.Error):
                 child.kill()
     except ImportError:  # no psutil: the whole process group, this kernel included
-        with contextlib.suppress(OSError):
-            os.killpg(os.getpgrp(), signal.SIGKILL)
+        with contextlib.suppress(OSError, AttributeError):
+            os.killpg(os.getpgrp(), _KILL)
     # this kernel's own temporary files and folders (the switching experiment's checkpoints; the
     # kernel's main thread may be removing them too, as its workers stopped: errors are expected)
     for own in Path(tempfile.gettempdir()).glob(f"*{TMP_MARK}{os.getpid()}.*"):
