@@ -13,8 +13,12 @@ Examples::
     conelib reproduce                            # rerun what the book shows, compare with the stored results
 
 Bad parameters are refused before anything runs, with the parameter named (exit code 2; add
-``--debug`` for the traceback). A failed run exits 1. SIGTERM stops a run cleanly (temporary
-files and checkpoints are removed).
+``--debug`` for the traceback): a wrong name or type, a size larger than the dataset, a device
+that is not here or a batch that cannot fit in memory (for a result that must be computed). A
+failed run exits 1. SIGINT (Ctrl-C) and SIGTERM stop a run cleanly: the notebook's kernel and
+its processes stop, temporary files and checkpoints are removed, a chapter of the book is marked
+stale, and one line says what was interrupted and what was kept (exit code 130 or 143). Relative
+paths are taken from the current directory.
 """
 
 from __future__ import annotations
@@ -67,7 +71,7 @@ def _output(args: argparse.Namespace, name: str, several: bool) -> Path:
     if getattr(args, "book", False):
         return paths.generated_dir() / f"{name}.ipynb"
     if getattr(args, "output", None):
-        out = Path(args.output)
+        out = Path(args.output).expanduser().absolute()
         if several or out.is_dir() or args.output.endswith("/"):
             return out / f"{name}.ipynb"
         return out
@@ -96,13 +100,15 @@ def _applicable(name: str, params: dict[str, Any], args: argparse.Namespace, *, 
 
 def _run_all(args: argparse.Namespace, names: list[str]) -> list[str]:
     """Run ``names``; returns those that failed (each failure is reported, the others still run)."""
-    from conelib.nbparams import check
+    from conelib.nbparams import absolute_paths, check, preflight
     from conelib.nbrun import NotebookFailed, run_notebook
 
     params = _parameters(args)
-    per_notebook = {name: _applicable(name, params, args, several=len(names) > 1) for name in names}
-    for name in names:  # every notebook's parameters are checked before the first one runs
-        check(name, per_notebook[name])
+    # relative paths are the caller's: made absolute here, before the kernel runs in notebooks/
+    per_notebook = {name: absolute_paths(name, _applicable(name, params, args, several=len(names) > 1))
+                    for name in names}
+    for name in names:  # every notebook is checked before the first one runs: parameters, device, memory
+        preflight(check(name, per_notebook[name]))
     failed = []
     for name in names:
         out = _output(args, name, len(names) > 1)
@@ -312,11 +318,36 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class Interrupted(SystemExit):
+    """SIGTERM (or SIGINT) as an exception: ``finally`` blocks unwind (temporary files and
+    checkpoints are removed); uncaught, the process exits with ``128 + signum``."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = int(signum)
+        super().__init__(128 + self.signum)
+
+
 def _terminate(signum: int, _frame: Any) -> None:
-    raise SystemExit(128 + signum)  # unwinds: finally blocks remove temporary files and checkpoints
+    raise Interrupted(signum)
+
+
+#: what an interrupted command leaves, for the one line it prints
+_KEPT = {
+    "sweep": "the runs completed before the interrupt are stored; run the same command again to resume",
+    "reproduce": "the results recomputed so far, in the scratch folder",
+    "book": "the previous build of the book",
+    "fetch": "the data cache as it was (the download is written atomically)",
+}
+
+
+def _interrupt_line(args: argparse.Namespace, signum: int) -> str:
+    what = _KEPT.get(args.command, "every file written before the interrupt, complete (none partial)")
+    return f"[conelib] interrupted ({signal.Signals(signum).name}) during `conelib {args.command}`; kept: {what}"
 
 
 def main(argv: list[str] | None = None) -> int:
+    from conelib.nbrun import NotebookInterrupted
+
     args = build_parser().parse_args(argv)
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
@@ -331,9 +362,17 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"error: {err}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except NotebookInterrupted as err:
+        if args.debug:
+            traceback.print_exc()
+        print(err.line(), file=sys.stderr, flush=True)
+        return err.exit_code
+    except (KeyboardInterrupt, Interrupted) as err:
+        if args.debug:
+            traceback.print_exc()
+        signum = err.signum if isinstance(err, Interrupted) else int(signal.SIGINT)
+        print(_interrupt_line(args, signum), file=sys.stderr, flush=True)
+        return 128 + signum
     finally:
         signal.signal(signal.SIGTERM, previous)
 

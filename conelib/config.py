@@ -20,7 +20,10 @@ from papermill's ``-p`` or a YAML file is parsed for numeric, boolean and list f
 (``"1e-3"`` -> ``0.001``, which YAML 1.1 would leave a string; ``"[10, 20]"`` -> ``(10, 20)``),
 an integer-valued float is accepted for an integer field (``10.0`` -> ``10``), an int for a float
 field (``0`` -> ``0.0``), lists become tuples, and set-like tuples (``unique=True``) are sorted
-without duplicates, so that equal configurations compare and hash equal. Anything else is a
+without duplicates, so that equal configurations compare and hash equal. A boolean is read the
+same way from every entry point: ``True``/``False``, ``true``/``false``, ``yes``/``no``,
+``on``/``off`` (any case; what YAML 1.1 reads as booleans, so a profile, ``-p`` and papermill's
+``-p`` agree) and ``1``/``0``; a float must be finite (``nan`` and ``inf`` are refused as such). Anything else is a
 :class:`ParameterError` that names the parameter, says what is allowed and, for an unknown name,
 lists the valid ones.
 
@@ -36,15 +39,18 @@ import difflib
 import functools
 import math
 import numbers
+import os
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import MISSING, dataclass
+from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
-__all__ = ["Config", "Param", "ParameterError", "param", "parameters", "coerce", "unknown_names_error"]
+__all__ = ["Config", "Param", "ParameterError", "param", "parameters", "coerce", "unknown_names_error",
+           "absolute_paths", "absolute_path"]
 
 C = TypeVar("C", bound="Config")
 
@@ -73,6 +79,7 @@ def param(
     allowed: str = "",
     runtime: bool = False,
     unique: bool = False,
+    is_path: bool = False,
     default_factory: Callable[[], Any] | Any = MISSING,
 ) -> Any:
     """A dataclass field that is a parameter.
@@ -85,10 +92,12 @@ def param(
         allowed: ... and the words for what it allows, e.g. ``"a number > 0"``.
         runtime: where/how to run, not what is computed: left out of the identity.
         unique: a set-like tuple: stored sorted, without duplicates.
+        is_path: a file-system path: a relative one is made absolute where it enters (see
+            :func:`absolute_paths`), so it means the same in every process that reads it.
         default_factory: for a section (a nested :class:`Config`).
     """
     meta = {"help": help, "choices": None if choices is None else tuple(choices), "check": check,
-            "allowed": allowed, "runtime": runtime, "unique": unique}
+            "allowed": allowed, "runtime": runtime, "unique": unique, "is_path": is_path}
     if default_factory is not MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -112,6 +121,7 @@ class Param:
     allowed: str = ""
     runtime: bool = False
     unique: bool = False
+    is_path: bool = False
 
     def describe(self) -> str:
         """``type = default  help [choices]`` in one line (``conelib params``)."""
@@ -156,7 +166,8 @@ def parameters(cls: type[Config]) -> dict[str, Param]:
             f.default_factory() if f.default_factory is not MISSING else MISSING)
         m = f.metadata
         out[f.name] = Param(f.name, tp, default, m.get("help", ""), (), m.get("choices"), m.get("check"),
-                            m.get("allowed", ""), bool(m.get("runtime", False)), bool(m.get("unique", False)))
+                            m.get("allowed", ""), bool(m.get("runtime", False)), bool(m.get("unique", False)),
+                            bool(m.get("is_path", False)))
     return out
 
 
@@ -213,19 +224,15 @@ def _coerce_to(tp: Any, value: Any, name: str) -> Any:
         if isinstance(value, np.ndarray):
             value = value.tolist()
         if isinstance(value, (str, bytes)) or not isinstance(value, Iterable) or isinstance(value, Mapping):
-            raise _fail(name, value, f"a list of {_type_words(item)}s")
+            raise _fail(name, value, f"a list of {_plural_words(item)}")
         try:
             return tuple(_coerce_to(item, v, name) for v in value)
         except ParameterError:
-            raise _fail(name, value, f"a list of {_type_words(item)}s") from None
+            raise _fail(name, value, f"a list of {_plural_words(item)}") from None
     if tp is Any:
         return value
     if tp is bool:
-        if isinstance(value, (bool, np.bool_)):
-            return bool(value)
-        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-            return value.strip().lower() == "true"
-        raise _fail(name, value, "True or False")
+        return _coerce_bool(value, name)
     if tp is int:
         if isinstance(value, str):
             value = _parse_text(value)
@@ -239,8 +246,12 @@ def _coerce_to(tp: Any, value: Any, name: str) -> Any:
     if tp is float:
         if isinstance(value, str):
             value = _parse_text(value)
+            if isinstance(value, str) and value.strip().lower().lstrip("+-") in _NON_FINITE:
+                value = float(value)  # "nan", "inf": numbers, refused below for not being finite
         if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
             raise _fail(name, value, "a number")
+        if not math.isfinite(float(value)):
+            raise _fail(name, value, "a finite number")
         return float(value)
     if tp is str:
         if isinstance(value, str):
@@ -249,6 +260,33 @@ def _coerce_to(tp: Any, value: Any, name: str) -> Any:
     if isinstance(tp, type) and not isinstance(value, tp):
         raise _fail(name, value, f"a {tp.__name__}")
     return value
+
+
+#: the one reading of booleans at every entry point (``-p``, papermill, YAML files, Python): the
+#: words PyYAML reads as booleans, and 1/0; case does not matter
+TRUE_WORDS: tuple[str, ...] = ("true", "yes", "on", "1")
+FALSE_WORDS: tuple[str, ...] = ("false", "no", "off", "0")
+_BOOL_WORDS = "True or False (also true/false, yes/no, on/off, 1/0)"
+_NON_FINITE = ("nan", "inf", "infinity")
+
+
+def _coerce_bool(value: Any, name: str) -> bool:
+    """A boolean as people type it: ``True``/``False``, one of :data:`TRUE_WORDS` /
+    :data:`FALSE_WORDS` (any case), or the integers 1 and 0. Anything else is refused."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (numbers.Integral, np.integer)) and int(value) in (0, 1):
+        return bool(int(value))
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in TRUE_WORDS or word in FALSE_WORDS:
+            return word in TRUE_WORDS
+    raise _fail(name, value, _BOOL_WORDS)
+
+
+def _plural_words(tp: Any) -> str:
+    """``integers``, ``numbers``, ...: what a list of ``tp`` holds."""
+    return {int: "integers", float: "numbers", bool: "booleans", str: "strings"}.get(tp, f"{_type_name(tp)} values")
 
 
 def _type_words(tp: Any) -> str:
@@ -275,6 +313,34 @@ def coerce(p: Param, value: Any) -> Any:
         if not ok:
             raise _fail(p, value, p.allowed or "valid")
     return v
+
+
+def absolute_paths(values: Mapping[str, Any], params: Mapping[str, Param],
+                   base: str | os.PathLike | None = None) -> dict[str, Any]:
+    """``values`` with every relative path of a path parameter (``Param.is_path``) made absolute
+    against ``base`` (default: the current working directory); ``~`` is expanded. Other values,
+    ``None`` and names that are not parameters are left as they are.
+
+    Every entry point calls this where a path enters (the command line, papermill's injected
+    cell, a profile or grid file with its own folder as ``base``), so that a path means the same
+    in a notebook's kernel, which runs in ``notebooks/``, as where it was typed.
+    """
+    out = dict(values)
+    for key, value in values.items():
+        p = params.get(key)
+        if p is None or not p.is_path or not isinstance(value, (str, os.PathLike)) or not str(value).strip():
+            continue
+        out[key] = absolute_path(value, base)
+    return out
+
+
+def absolute_path(value: str | os.PathLike, base: str | os.PathLike | None = None) -> str:
+    """``value`` (``~`` expanded) if absolute, else ``base / value`` (default base: the current
+    working directory), as a string."""
+    path = Path(value).expanduser()
+    if path.is_absolute():
+        return str(path)
+    return str(Path(base if base is not None else os.getcwd()).expanduser().absolute() / path)
 
 
 def unknown_names_error(unknown: Iterable[str], valid: Iterable[str], where: str) -> ParameterError:

@@ -65,7 +65,9 @@ __all__ = [
     "TensorData",
     "augment_batch",
     "fetch_mnist",
+    "input_shape",
     "load_dataset",
+    "split_sizes",
     "with_label_noise",
     "mnist_cache_path",
     "probe_subset",
@@ -79,6 +81,36 @@ SPLITS: tuple[str, ...] = ("train", "test")
 
 _NUM_CLASSES = 10  # every dataset in DATASETS has ten classes
 _AUGMENTED = frozenset({"cifar10"})
+
+#: per dataset: (images in all, or the standard train and test split), and one image's shape;
+#: what the checks before a run need, known without loading anything
+_SIZES: dict[str, tuple[int | tuple[int, int], tuple[int, int, int]]] = {
+    "mnist5k": (5000, (1, 28, 28)),
+    "digits": (1797, (1, 8, 8)),
+    "mnist": ((60000, 10000), (1, 28, 28)),
+    "fashion_mnist": ((60000, 10000), (1, 28, 28)),
+    "cifar10": ((50000, 10000), (3, 32, 32)),
+}
+
+
+def split_sizes(name: str, test_fraction: float = 0.2) -> tuple[int, int]:
+    """``(train, test)`` image counts of dataset ``name`` as :func:`load_dataset` splits it, without
+    loading it (the bundled datasets' seeded split holds out ``ceil(test_fraction * n)`` images,
+    as ``train_test_split`` does; the torchvision datasets keep their standard split)."""
+    if name not in _SIZES:
+        raise ValueError(f"name must be one of {DATASETS}, got {name!r}")
+    total = _SIZES[name][0]
+    if isinstance(total, tuple):
+        return total
+    n_test = int(np.ceil(test_fraction * total))
+    return total - n_test, n_test
+
+
+def input_shape(name: str) -> tuple[int, int, int]:
+    """One image's ``(channels, height, width)`` in dataset ``name``, without loading it."""
+    if name not in _SIZES:
+        raise ValueError(f"name must be one of {DATASETS}, got {name!r}")
+    return _SIZES[name][1]
 
 # torchvision's on-disk layout for each dataset: (folder below root, files it must hold).
 _MNIST_RAW = (

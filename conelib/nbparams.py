@@ -19,6 +19,7 @@ through ``conelib run`` (which calls :func:`check` before it starts papermill at
 from __future__ import annotations
 
 import ast
+import os
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,7 +28,8 @@ from typing import Any
 from conelib.config import Config, ParameterError, param, unknown_names_error
 from conelib.models import MODELS
 
-__all__ = ["NOTEBOOKS", "AtlasOptions", "ChapterOptions", "Resolved", "resolve", "check", "notebook_parameters", "MARKER"]
+__all__ = ["NOTEBOOKS", "AtlasOptions", "ChapterOptions", "Resolved", "resolve", "check", "preflight",
+           "absolute_paths", "notebook_parameters", "MARKER"]
 
 #: the first line of every notebook's parameters cell (how :func:`resolve` finds it in the history)
 MARKER = "# Parameters of this notebook"
@@ -46,7 +48,8 @@ class ChapterOptions(Config):
     seeds: tuple[int, ...] = param((), "the seeds to run; empty: the profile's list (setting seed runs that one)",
                                    unique=True, check=lambda v: all(s >= 0 for s in v),
                                    allowed="a list of integers >= 0")
-    results_root: str | None = param(None, "where results are stored; None: the repository's results/", runtime=True)
+    results_root: str | None = param(None, "where results are stored; None: the repository's results/", runtime=True,
+                                     is_path=True)
     recompute: bool = param(False, "train again even when a result for the configuration is stored", runtime=True)
 
 
@@ -58,7 +61,7 @@ class AtlasOptions(Config):
 
     grid: str = param("atlas", "the sweep's grid: a name in sweeps/ (atlas) or the path of a grid file")
     results_root: str | None = param(None, "where the runs and the summary are stored; None: the repository's "
-                                     "results/", runtime=True)
+                                     "results/", runtime=True, is_path=True)
     compute: bool = param(False, "run the grid points that are not stored (conelib sweep does the same); False: "
                                  "only read what is stored", runtime=True)
     workers: int = param(2, "Dask workers when computing", check=lambda v: v >= 1, allowed="an integer >= 1",
@@ -162,8 +165,32 @@ class Resolved:
                 f"<table><tr><th>parameter</th><th>value</th><th>from</th></tr>{body}</table>")
 
 
+#: parameters that name a file or a name (a profile, a grid): a value ending in one of these is a file
+_FILE_OR_NAME = {"profile": (".yaml", ".yml"), "grid": (".yaml", ".yml")}
+
+
+def absolute_paths(name: str, given: Mapping[str, Any], base: str | os.PathLike | None = None) -> dict[str, Any]:
+    """``given`` with its relative paths made absolute against ``base`` (default: the current
+    working directory): ``results_root``, ``data_root``, and a ``profile`` or ``grid`` given as
+    a ``.yaml`` file. :func:`check` does it first, :func:`conelib.nbrun.run_notebook` passes the
+    result to papermill, so a relative path means the folder it was typed in, not ``notebooks/``
+    where the notebook's kernel runs."""
+    from conelib.config import absolute_path
+    from conelib.config import absolute_paths as absolute
+
+    out = absolute(given, notebook_parameters(name), base)
+    for key, suffixes in _FILE_OR_NAME.items():
+        value = out.get(key)
+        if isinstance(value, (str, os.PathLike)) and str(value).endswith(suffixes):
+            out[key] = absolute_path(value, base)
+    return out
+
+
 def check(name: str, given: Mapping[str, Any]) -> Resolved:
     """Validate ``given`` parameters of notebook ``name`` and build its runs' configurations.
+
+    Relative paths are made absolute against the current working directory first
+    (:func:`absolute_paths`).
 
     Raises:
         conelib.config.ParameterError: an unknown name (with the closest valid one and the list of
@@ -176,7 +203,7 @@ def check(name: str, given: Mapping[str, Any]) -> Resolved:
     unknown = [k for k in given if k not in valid]
     if unknown:
         raise unknown_names_error(unknown, valid, f"notebook {name!r}")
-    given = {k: v for k, v in given.items() if v is not None}
+    given = absolute_paths(name, {k: v for k, v in given.items() if v is not None})
     opt_names = set(spec.options.parameters())
     own = spec.config.parameters() if spec.config is not None else {}
     options = spec.options(**{k: v for k, v in given.items() if k in opt_names and k not in own})
@@ -189,6 +216,33 @@ def check(name: str, given: Mapping[str, Any]) -> Resolved:
         overrides["seeds"] = list(options.seeds)
     configs = profile_runs(spec.config, options.profile, spec.section, **overrides)
     return Resolved(name, options, tuple(configs), given)
+
+
+def preflight(resolved: Resolved) -> None:
+    """The checks that need this machine, made before a notebook's kernel starts (by ``conelib
+    run``) and again in the kernel (:func:`resolve`): every run whose result is not stored (or all,
+    with ``recompute``; for the atlas chapter with ``compute``, every grid point not stored) has
+    its device here and fits in memory (:func:`conelib.experiments.common.preflight`).
+
+    Raises:
+        conelib.config.ParameterError: naming ``device`` or ``batch_size``.
+    """
+    from conelib.experiments.common import preflight as run_preflight
+    from conelib.results import result_path, result_status
+
+    opts = resolved.options
+    if not resolved.configs:
+        if getattr(opts, "compute", False):
+            from conelib.atlas import grid_path
+            from conelib.sweep import load_grid, pending
+
+            for point in pending(load_grid(grid_path(opts.grid)), opts.results_root):
+                run_preflight(point.config)
+        return
+    section = _spec(resolved.notebook).section
+    for cfg in resolved.configs:
+        if opts.recompute or result_status(result_path(section, cfg.identity(), opts.results_root)) != "ok":
+            run_preflight(cfg)
 
 
 # --------------------------------------------------------------------------------------------
@@ -249,4 +303,6 @@ def resolve(name: str, namespace: Mapping[str, Any]) -> Resolved:
         names = [k for k, v in namespace.items()
                  if not k.startswith("_") and k not in _IPYTHON_NAMES and _parameter_like(v)]
     given = {k: namespace[k] for k in names if k in namespace}
-    return check(name, given)
+    resolved = check(name, given)
+    preflight(resolved)
+    return resolved

@@ -17,6 +17,12 @@ saves it back without outputs). Nothing generates it. :func:`run_notebook`
 4. for a chapter of the book (an output in ``book/generated/``): on failure it keeps the previous
    executed chapter but marks it at the top as stale (what failed, when, with which parameters)
    and leaves a ``<name>.failed.json`` marker that the book build reports; success removes both.
+
+Interrupts (SIGINT, Ctrl-C, SIGTERM) while the notebook runs are handled by
+:class:`conelib.nbkernel.Supervisor`: the output stops, the kernel's process group is interrupted
+(then killed if it does not stop), no output file is written, a chapter is marked stale as after
+a failure, and :class:`NotebookInterrupted` says what was kept. The kernel also goes when the
+runner is killed outright (SIGKILL), taking the processes it started with it.
 """
 
 from __future__ import annotations
@@ -26,18 +32,19 @@ import json
 import logging
 import os
 import re
-import sys
+import signal
 import tempfile
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from conelib import paths
 from conelib.atomic import TMP_MARK, apply_umask, sweep_stale
-from conelib.nbparams import NOTEBOOKS, check
+from conelib.nbparams import NOTEBOOKS, absolute_paths, check, preflight
 
 __all__ = ["run_notebook", "read_source", "inline_to_glue", "source_path", "failure_marker", "STALE_TAG",
-           "NotebookFailed"]
+           "NotebookFailed", "NotebookInterrupted"]
 
 #: the tag of the warning cell put at the top of a stale chapter
 STALE_TAG = "conelib-stale"
@@ -49,6 +56,30 @@ RENDERER_ENV = "CONELIB_RENDERER"
 
 class NotebookFailed(RuntimeError):
     """A notebook raised while it ran; the message has the cell's error and where the output is."""
+
+
+class NotebookInterrupted(KeyboardInterrupt):
+    """A notebook run was stopped by SIGINT or SIGTERM. Its kernel (and every process it started)
+    is gone, no output was written, a chapter of the book keeps its previous run marked stale.
+
+    Attributes:
+        signum: the signal; ``exit_code`` is ``128 + signum`` (130 for SIGINT, 143 for SIGTERM).
+        notebook, output: what was running and where its output would have gone.
+        kept: what is left, in words.
+    """
+
+    def __init__(self, signum: int, notebook: str, output: Path, kept: str, seconds: float) -> None:
+        self.signum, self.notebook, self.output, self.kept, self.seconds = signum, notebook, output, kept, seconds
+        super().__init__(self.line())
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + int(self.signum)
+
+    def line(self) -> str:
+        """The one line the command line prints."""
+        return (f"[conelib] interrupted ({signal.Signals(self.signum).name}) while running notebook {self.notebook} "
+                f"after {self.seconds:.0f} s; kernel stopped; kept: {self.kept}")
 
 
 def source_path(name: str) -> Path:
@@ -158,14 +189,24 @@ def run_notebook(
 ) -> Path:
     """Execute notebook ``name`` with ``parameters`` into ``output`` (see the module docstring).
 
+    Relative paths among the parameters (``results_root``, ``data_root``, a profile's file) are
+    taken from the current directory and passed to the kernel as absolute paths
+    (:func:`conelib.nbparams.absolute_paths`); so is ``output``.
+
     Raises:
-        conelib.config.ParameterError: a bad parameter (nothing was run or written).
+        conelib.config.ParameterError: a bad parameter, a missing device or a batch that cannot
+            fit (nothing was run or written).
         NotebookFailed: a cell raised; for a chapter of the book, the previous chapter is kept and
             marked stale.
+        NotebookInterrupted: SIGINT or SIGTERM (or Ctrl-C) stopped the run: the kernel and its
+            processes are gone, nothing was written, a chapter is marked stale.
     """
     import papermill as pm
 
-    check(name, parameters)
+    from conelib.nbkernel import Cancelled, Supervisor
+
+    parameters = absolute_paths(name, parameters)
+    preflight(check(name, parameters))
     output = Path(output).expanduser().absolute()
     output.parent.mkdir(parents=True, exist_ok=True)
     sweep_stale(output.parent)
@@ -178,34 +219,65 @@ def run_notebook(
     pm_logger = logging.getLogger("papermill")
     level = pm_logger.level
     pm_logger.setLevel(logging.ERROR)  # "Passed unknown parameter": the notebook checks its parameters itself
+    t0 = time.perf_counter()
+    supervisor = Supervisor(quiet=quiet)
+
+    def stale(error: str) -> None:
+        if _is_chapter(output):
+            _mark_stale(output, {"notebook": name, "parameters": {k: _jsonable(v) for k, v in parameters.items()},
+                                 "error": error, "when": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+
     try:
-        pm.execute_notebook(nb, str(tmp_path), parameters=parameters, cwd=str(source_path(name).parent),
-                            kernel_name=kernel_name, progress_bar=False, log_output=False,
-                            stdout_file=None if quiet else sys.stdout, stderr_file=None if quiet else sys.stderr)
-    except BaseException as err:
+        with supervisor:
+            try:
+                pm.execute_notebook(nb, str(tmp_path), parameters=parameters, cwd=str(source_path(name).parent),
+                                    kernel_name=kernel_name, progress_bar=False, log_output=False,
+                                    **supervisor.engine_kwargs())
+            except (KeyboardInterrupt, SystemExit) as err:  # a signal outside the supervisor's handlers
+                if supervisor.signum is None:
+                    supervisor.signum = signal.SIGINT if isinstance(err, KeyboardInterrupt) else _signum(err)
+                supervisor.mute()
+            except (Exception, Cancelled) as err:
+                if supervisor.signum is None:
+                    message = _error_text(err)
+                    stale(message)
+                    raise NotebookFailed(f"notebook {name} failed: {message}") from None
+            if supervisor.signum is not None:
+                raise _interrupted(name, output, supervisor.signum, time.perf_counter() - t0, stale)
+            _tidy_output(tmp_path)
+            apply_umask(tmp_path)
+            os.replace(tmp_path, output)
+    finally:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
-        if isinstance(err, Exception):
-            message = _error_text(err)
-            if _is_chapter(output):
-                _mark_stale(output, {"notebook": name, "parameters": {k: _jsonable(v) for k, v in parameters.items()},
-                                     "error": message,
-                                     "when": datetime.now(timezone.utc).isoformat(timespec="seconds")})
-            raise NotebookFailed(f"notebook {name} failed: {message}") from None
-        raise
-    finally:
         pm_logger.setLevel(level)
         if old is None:
             os.environ.pop(RENDERER_ENV, None)
         else:
             os.environ[RENDERER_ENV] = old
-    _tidy_output(tmp_path)
-    apply_umask(tmp_path)
-    os.replace(tmp_path, output)
     _sign(output)
     with contextlib.suppress(FileNotFoundError):
         failure_marker(output).unlink()
     return output
+
+
+def _signum(err: SystemExit) -> int:
+    """The signal behind a ``SystemExit(128 + signum)`` (the CLI's SIGTERM handler); else SIGTERM."""
+    code = err.code if isinstance(err.code, int) else 0
+    return code - 128 if 128 < code < 128 + 65 else int(signal.SIGTERM)
+
+
+def _interrupted(name: str, output: Path, signum: int, seconds: float, stale: Any) -> NotebookInterrupted:
+    """Mark a chapter stale and say what is left."""
+    sig = signal.Signals(signum).name
+    results = "results stored before the interrupt (each complete; none partial)"
+    if _is_chapter(output):
+        stale(f"interrupted by {sig}")
+        kept = (f"{results}; the previous chapter {output} (marked stale)" if output.is_file() else
+                f"{results}; no chapter yet (the book shows a placeholder saying the last run was interrupted)")
+    else:
+        kept = f"{results}; {output} " + ("unchanged" if output.is_file() else "not written")
+    return NotebookInterrupted(signum, name, output, kept, seconds)
 
 
 def _tidy_output(path: Path) -> None:

@@ -238,7 +238,9 @@ def reproduce(*, scratch: str | Path | None = None, profile: str = "mnist", only
     unknown = [e for e in only if e not in EXPERIMENTS]
     if unknown:
         raise ValueError(f"unknown experiment(s) {unknown} for reproduce; choose from {list(EXPERIMENTS)}")
-    scratch = Path(scratch) if scratch is not None else Path(tempfile.mkdtemp(prefix="conelib-reproduce-"))
+    # a relative scratch folder is taken from the current directory, once, before anything runs
+    scratch = Path(scratch).expanduser().absolute() if scratch is not None else Path(
+        tempfile.mkdtemp(prefix="conelib-reproduce-"))
     scratch.mkdir(parents=True, exist_ok=True)
     report = ReproduceReport(scratch=scratch)
     steps = {"kernel_dynamics": lambda: _kernel_dynamics(report, profile, scratch),

@@ -20,6 +20,10 @@ A grid file (YAML)::
       - {output_scale: [1, 16]}
     results_root: null         # optional (relative: to this file); default: the repository's results/
 
+A relative path in a grid file (``results_root``, ``data_root``, a profile's ``.yaml`` file) is taken
+from the grid file's folder, one in a profile from the profile's folder; ``--results-root`` on the
+command line from the current directory. Each is made absolute before a job is sent to a worker.
+
 Without ``blocks`` the runs are the cartesian product of ``grid``. With them, each block's product
 is crossed with ``grid``; a configuration reached twice (the base setting, typically) is one run.
 Values are coerced like any parameter (``1e-3`` is a number).
@@ -88,9 +92,9 @@ import numpy as np
 import xarray as xr
 
 from conelib.atomic import atomic_write
-from conelib.config import ParameterError, coerce, unknown_names_error
+from conelib.config import ParameterError, absolute_path, absolute_paths, coerce, unknown_names_error
 from conelib.experiments.kernel_dynamics import EXPERIMENT, KernelDynamicsConfig, kernel_dynamics
-from conelib.profiles import load_profile, merge
+from conelib.profiles import load_profile, merge, profile_path
 from conelib.results import (
     config_hash,
     resolve_root,
@@ -181,10 +185,16 @@ class Grid:
         base = mapping.get("base") or {}
         if not isinstance(base, Mapping):
             raise ValueError(f"key 'base' of {where} must be a mapping of parameters (and optionally 'profile')")
-        base = dict(base)
+        # a relative path written in a grid file is taken from the grid file's folder (as results_root)
+        folder = Path(source).resolve().parent if source is not None else None
+        base = absolute_paths(dict(base), KernelDynamicsConfig.parameters(), folder)
         profile = base.pop("profile", None)
         if profile is not None:
-            base = merge(load_profile(profile, EXPERIMENT), base)
+            if str(profile).endswith((".yaml", ".yml")):
+                profile = absolute_path(profile, folder)
+            section = absolute_paths(load_profile(profile, EXPERIMENT), KernelDynamicsConfig.parameters(),
+                                     profile_path(profile).parent)
+            base = merge(section, base)
             for key in ("models", "seeds"):  # a profile's lists of runs: a grid sweeps model/seed itself
                 base.pop(key, None)
         base_cfg = KernelDynamicsConfig.from_mapping(base, where=f"'base' of {where}")
@@ -446,6 +456,10 @@ def run_sweep(
     Returns:
         A :class:`SweepReport`: the configurations skipped, completed and failed (with their
         errors), the wall time, and the summary.
+
+    Raises:
+        conelib.config.ParameterError: on a ``LocalCluster`` started here, a run to compute whose
+            device is missing or whose batch cannot fit in memory (checked before anything starts).
     """
     from dask.distributed import Client, LocalCluster, as_completed
     from tqdm.auto import tqdm
@@ -468,6 +482,11 @@ def run_sweep(
             if status != "missing":
                 report.unreadable.append(p.coords)
             todo.append(p)
+    if todo and client is None and address is None:
+        from conelib.experiments.common import preflight
+
+        for p in todo:  # a LocalCluster runs them here: this machine's device and memory, before anything starts
+            preflight(p.config)
     t0 = time.perf_counter()
     if todo:
         own_cluster = own_client = None

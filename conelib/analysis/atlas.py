@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,7 +34,6 @@ import pandas as pd
 import xarray as xr
 
 import typing
-from pathlib import Path
 
 from scipy import stats
 
@@ -319,6 +319,10 @@ def noise_ball(summary: xr.Dataset, *, lr: str = "lr", batch: str = "batch_size"
                           "lr_over_batch": x, "jitter_radius": y,
                           "verdict": summary["verdict"].values[sel].astype(str)})
     return {"rho": rho, "n": n, "slope": slope, "frame": frame}
+def grid_path(grid: str | os.PathLike) -> Path:
+    """The file of a grid given by name (``"atlas"``: ``sweeps/atlas.yaml``) or as a ``.yaml`` path."""
+    path = Path(grid)
+    return path if path.suffix in (".yaml", ".yml") else sweeps_dir() / f"{grid}.yaml"
 
 
 def load_summary(grid: str | os.PathLike = "atlas", *, results_root: str | os.PathLike | None = None,
@@ -326,13 +330,9 @@ def load_summary(grid: str | os.PathLike = "atlas", *, results_root: str | os.Pa
     """The summary of a grid (a name in ``sweeps/`` or a file): with ``compute``, run the missing
     points first (:func:`conelib.sweep.run_sweep`) and summarise; else the stored summary, or, when
     none is stored, one read now from the stored runs."""
-    path = Path(grid)
-    if path.suffix not in (".yaml", ".yml"):
-        path = sweeps_dir() / f"{grid}.yaml"
-    g = load_grid(path)
+    g = load_grid(grid_path(grid))
     if compute:
-        run_sweep(g, results_root=results_root, workers=workers, write_summary=False)
-        return summarize(g, results_root)
+        return run_sweep(g, results_root=results_root, workers=workers, summarize=summarize).summary
     stored = summary_path(g, results_root)
     if stored.exists():
         return load_result(stored)

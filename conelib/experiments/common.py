@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -12,7 +13,7 @@ import torch
 
 from conelib import data as data_mod
 from conelib import models
-from conelib.config import Config, ParameterError, param
+from conelib.config import Config, ParameterError, absolute_paths, param
 from conelib.profiles import load_profile, merge, profile_path
 from conelib.train import TrainConfig
 
@@ -70,7 +71,21 @@ class RunConfig(Config):
                         check=lambda v: re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", v) is not None,
                         allowed="auto, cpu, cuda or cuda:N", runtime=True)
     data_root: str | None = param(None, "folder of a torchvision dataset (cifar10, fashion_mnist; mnist "
-                                        "optionally); None: $CONELIB_DATA or ~/.cache/conelib/data", runtime=True)
+                                        "optionally); None: $CONELIB_DATA or ~/.cache/conelib/data", runtime=True,
+                                  is_path=True)
+
+    def __post_init__(self) -> None:
+        n_available = self.train_split_size(subset=False)
+        if self.n_train is not None and self.n_train > n_available:
+            raise ParameterError("n_train", f"parameter 'n_train' ({self.n_train}) is larger than the training "
+                                 f"split of {self.dataset!r} ({n_available} images)")
+
+    def train_split_size(self, *, subset: bool = True) -> int:
+        """Training images of the run: ``n_train`` (``subset``) or the dataset's training split,
+        known without loading the data (:func:`conelib.data.split_sizes`)."""
+        if subset and self.n_train is not None:
+            return int(self.n_train)
+        return data_mod.split_sizes(self.dataset, self.test_fraction)[0]
 
     @classmethod
     def from_profile(cls: type[R], profile: str | os.PathLike, experiment: str, **overrides: Any) -> R:
@@ -94,7 +109,8 @@ def profile_runs(cls: type[R], profile: str | os.PathLike, experiment: str, **ov
     ``cls``, ``seeds``: one configuration per model and seed, in that order. Setting ``model`` (or
     ``seed``) overrides the list with that one value.
     """
-    section = load_profile(profile, experiment)
+    # a relative path in a profile is taken from the profile's own folder (it means the same wherever it is run)
+    section = absolute_paths(load_profile(profile, experiment), cls.parameters(), base=profile_path(profile).parent)
     overrides = {k: v for k, v in overrides.items() if v is not None}
     own = cls.parameters()
     lists: dict[str, list[Any]] = {}
@@ -129,6 +145,112 @@ def profile_runs(cls: type[R], profile: str | os.PathLike, experiment: str, **ov
     for single, values in lists.items():
         runs = [r.replace(**{single: v}) for r in runs for v in values]
     return runs
+
+
+# --------------------------------------------------------------------------------------------
+# checks before a run is computed (nothing is created before they pass)
+# --------------------------------------------------------------------------------------------
+
+#: bytes of one float32 value
+_FLOAT_BYTES = 4
+#: copies of each layer output that one SGD step holds at its peak: the output itself (kept for
+#: the backward pass), its gradient, and about one more for temporaries (masks, workspaces)
+ACTIVATION_COPIES = 3
+#: copies of the parameters: the parameters, their gradients, the momentum buffers, one spare
+PARAMETER_COPIES = 4
+
+
+@functools.lru_cache(maxsize=64)
+def activations_per_example(model: str, dataset: str, width: float, norm: str | None) -> tuple[int, int]:
+    """``(values, parameters)``: how many values the layers of ``model`` output for one example
+    of ``dataset`` (every leaf module's output, counted in one forward pass of one example on
+    the CPU), and how many parameters it has."""
+    net = models.build(model, input_shape=data_mod.input_shape(dataset), num_classes=10, width=width, norm=norm,
+                       seed=0)
+    net.eval()
+    counted = [0]
+
+    def count(_module: torch.nn.Module, _inputs: Any, output: Any) -> None:
+        for t in output if isinstance(output, (tuple, list)) else (output,):
+            if isinstance(t, torch.Tensor):
+                counted[0] += t.numel()
+
+    hooks = [m.register_forward_hook(count) for m in net.modules() if not list(m.children())]
+    try:
+        with torch.no_grad():
+            net(torch.zeros(1, *data_mod.input_shape(dataset)))
+    finally:
+        for h in hooks:
+            h.remove()
+    return counted[0], int(sum(p.numel() for p in net.parameters()))
+
+
+def training_memory_estimate(cfg: RunConfig) -> int:
+    """A rough estimate, in bytes, of the memory one SGD step of ``cfg`` needs on its device.
+
+    ``batch_size x (ACTIVATION_COPIES x layer outputs per example + 2 x input values per
+    example) x 4 bytes + PARAMETER_COPIES x parameters x 4 bytes``: the layer outputs are counted
+    in one forward pass of one example (:func:`activations_per_example`); the input batch is
+    gathered and, for augmented data, copied once. Not counted: the dataset itself, the eNTK and
+    the framework's own overhead. It is meant to catch a batch that cannot fit by orders of
+    magnitude (``batch_size 1e9``), not to predict the peak to a few percent.
+    """
+    values, n_params = activations_per_example(cfg.model, cfg.dataset, float(cfg.width), cfg.norm)
+    inputs = math.prod(data_mod.input_shape(cfg.dataset))
+    per_example = ACTIVATION_COPIES * values + 2 * inputs
+    return _FLOAT_BYTES * (int(cfg.batch_size) * per_example + PARAMETER_COPIES * n_params)
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes of memory available now on ``device`` (CUDA: the free memory of that GPU; CPU:
+    ``MemAvailable``, through psutil or ``/proc/meminfo``); ``None`` when it cannot be read."""
+    if device.type == "cuda":
+        try:
+            return int(torch.cuda.mem_get_info(device)[0])
+        except (RuntimeError, AssertionError):
+            return None
+    if device.type != "cpu":
+        return None
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:
+        pass
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**40:.1f} TiB" if n >= 2**40 else f"{n / 2**30:.1f} GiB"
+
+
+def preflight(cfg: RunConfig) -> None:
+    """The checks a run that must be computed passes before anything is trained or created: its
+    device is present here, and one SGD step fits in the memory available on it
+    (:func:`training_memory_estimate`). A stored result is loaded without them (it needs no device).
+
+    Raises:
+        ParameterError: naming ``device`` or ``batch_size``.
+    """
+    try:
+        device = resolve_device(cfg.device)
+    except ValueError as err:
+        raise ParameterError("device", f"parameter 'device': {err}") from None
+    need = training_memory_estimate(cfg)
+    have = available_memory(device)
+    if have is not None and need > have:
+        values, _ = activations_per_example(cfg.model, cfg.dataset, float(cfg.width), cfg.norm)
+        raise ParameterError("batch_size", f"parameter 'batch_size' ({cfg.batch_size}) does not fit in memory: one "
+                             f"SGD step of {cfg.model} on {cfg.dataset} needs about {_gib(need)} (a rough estimate: "
+                             f"{values} layer outputs per example, {ACTIVATION_COPIES} copies each) and {_gib(have)} "
+                             f"is available on {device}; use a smaller batch_size")
 
 
 def load_data(cfg: RunConfig, device: torch.device) -> "data_mod.TensorData":

@@ -25,7 +25,7 @@ import xarray as xr
 
 from conelib import data as data_mod
 from conelib.config import ParameterError, param
-from conelib.experiments.common import RunConfig, device_name, profile_runs, setup
+from conelib.experiments.common import RunConfig, device_name, preflight, profile_runs, setup
 from conelib.kernels import KernelTrajectory
 from conelib.trajectory import distances_dataset
 from conelib.ntk import KINDS, METHODS, ntk_fn
@@ -65,6 +65,12 @@ class KernelDynamicsConfig(RunConfig):
     keep_kernels: bool = param(False, "also store the kernels themselves (a separate, large file)", runtime=True)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
+        n = self.train_split_size()
+        if self.probe_size > n:
+            what = "n_train" if self.n_train is not None else f"the training split of {self.dataset!r}"
+            raise ParameterError("probe_size", f"parameter 'probe_size' ({self.probe_size}) is larger than {what} "
+                                 f"({n} images)")
         if self.steps % self.snapshot_every or self.steps < 2 * self.snapshot_every:
             raise ParameterError("steps", f"parameter 'steps' ({self.steps}) must be a multiple of snapshot_every "
                                  f"({self.snapshot_every}) with at least two snapshots after step 0")
@@ -122,7 +128,8 @@ def kernel_dynamics(
         return ds
 
     return load_or_compute(EXPERIMENT, cfg.identity(), compute, root=results_root, recompute=recompute,
-                           device=lambda: device_name(cfg.device), full=cfg.full())
+                           device=lambda: device_name(cfg.device), precheck=lambda: preflight(cfg),
+                           full=cfg.full())
 
 
 def kernels_path(cfg: KernelDynamicsConfig, results_root: str | Path | None = None) -> Path:

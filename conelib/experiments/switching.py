@@ -96,7 +96,8 @@ from tqdm import tqdm
 from conelib import data as data_mod
 from conelib.atomic import TMP_MARK, sweep_stale
 from conelib.config import ParameterError, param
-from conelib.experiments.common import RunConfig, build_model, device_name, load_data, profile_runs, resolve_device
+from conelib.experiments.common import (RunConfig, build_model, device_name, load_data, preflight, profile_runs,
+                                        resolve_device)
 from conelib.linearize import LinearizedModel, linearize
 from conelib.models.scaling import loss_scale
 from conelib.results import load_or_compute, stored_results
@@ -155,6 +156,7 @@ class SwitchingConfig(RunConfig):
                          check=lambda v: v >= 0, allowed="an integer >= 0", runtime=True)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         T = int(self.steps)
         bad = [s for s in self.switch_steps if not 0 <= s <= T]
         if bad:
@@ -215,7 +217,8 @@ def switching(
     if overrides:
         cfg = cfg.replace(**{k: v for k, v in overrides.items() if v is not None})
     return load_or_compute(EXPERIMENT, cfg.identity(), lambda: _run(cfg, progress=progress), root=results_root,
-                           recompute=recompute, device=lambda: device_name(cfg.device), full=cfg.full())
+                           recompute=recompute, device=lambda: device_name(cfg.device),
+                           precheck=lambda: preflight(cfg), full=cfg.full())
 
 
 # --------------------------------------------------------------------------------------------
