@@ -62,6 +62,7 @@ array there. ``benchmarks/linearized_step.py`` measures all this against a stand
 
 from __future__ import annotations
 
+import functools
 import operator
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -240,6 +241,56 @@ def _bilinear_module(ctx: _Context, op: Callable[..., Tensor], q: str, m: nn.Mod
     if da is not None:
         td = op(da, w_s, None)
         t = td if t is None else t.add_(td)  # in place: the products' backward does not read their output
+    return y, t
+
+
+def _bilinear_batch_norm(ctx: _Context, op: Callable[..., Tensor], q: str, m: nn.Module, qb: str,
+                         bn: nn.modules.batchnorm._BatchNorm, a: Tensor, da: Tensor | None) -> Pair:
+    """A linear or convolution layer followed by an eval-mode BatchNorm, as one affine layer.
+
+    With :math:`s = 1/\\sqrt{v + \\epsilon}` and :math:`z = W a + b`, the pair computes
+    :math:`\\gamma s (z - \\mu) + \\beta = W' a + b'` with :math:`W' = W \\gamma s` (per output
+    channel) and :math:`b' = (b - \\mu)\\gamma s + \\beta`. Its tangent is
+    :math:`W'_s \\dot a + \\dot W' a + \\dot b'` with
+
+    .. math:: \\dot W' = (\\dot W \\gamma_s + W_s \\dot\\gamma) s, \\qquad
+              \\dot b' = (\\dot b \\gamma_s + (b_s - \\mu)\\dot\\gamma) s + \\dot\\beta ,
+
+    so the normalisation costs weight-sized work only: no pass over the activations, forward or
+    backward."""
+    wq, bq, gq, betaq = f"{q}weight", f"{q}bias", f"{qb}weight", f"{qb}bias"
+    w_s, b_s = ctx.at_s(wq, m.weight), ctx.at_s(bq, m.bias)
+    g_s, beta_s = ctx.at_s(gq, bn.weight), ctx.at_s(betaq, bn.bias)
+    shape = [-1] + [1] * (w_s.dim() - 1)
+    with torch.no_grad():
+        s = torch.rsqrt(bn.running_var + bn.eps)
+        scale = s if g_s is None else s * g_s
+        w_f = w_s * scale.view(shape)
+        shift = -bn.running_mean if b_s is None else b_s - bn.running_mean
+        b_f = shift * scale if beta_s is None else shift * scale + beta_s
+    y = ctx.primal(lambda: op(a, w_f, b_f))
+    dws: list[Tensor] = []
+    dbs: list[Tensor] = []
+    if ctx.moves(wq):
+        dws.append(ctx.delta[wq] * scale.view(shape))
+    if m.bias is not None and ctx.moves(bq):
+        dbs.append(ctx.delta[bq] * scale)
+    if g_s is not None and ctx.moves(gq):
+        dg = ctx.delta[gq]
+        dws.append(w_s * (dg * s).view(shape))
+        dbs.append(dg * (shift * s))
+    if beta_s is not None and ctx.moves(betaq):
+        dbs.append(ctx.delta[betaq])
+    dw = None if not dws else dws[0] if len(dws) == 1 else dws[0] + dws[1]
+    db = None if not dbs else functools.reduce(operator.add, dbs)
+    t = None
+    if dw is not None:
+        t = op(a, dw, db)
+    elif db is not None:
+        t = op(a, torch.zeros_like(w_s), db)
+    if da is not None:
+        td = op(da, w_f, None)
+        t = td if t is None else t.add_(td)
     return y, t
 
 
@@ -697,6 +748,7 @@ class TangentForward:
         self.graph: fx.Graph | None = None
         self._whole = False
         self._programs: dict[str, TangentForward] = {}  # of sub-networks, by prefix
+        self._fused: dict[fx.Node, fx.Node] = {}  # linear / conv node -> the BatchNorm node it feeds alone
         if type(net) in module_rules():
             return
         try:
@@ -704,6 +756,7 @@ class TangentForward:
         except Exception as err:  # noqa: BLE001 - whatever stops the trace: the generic path
             self._whole = True
             self.fallbacks.append(f"<whole network>: torch.fx cannot trace it ({type(err).__name__}: {err})")
+        self._fused = {} if self.graph is None else _batch_norm_pairs(net, self.graph)
 
     def _note(self, where: str, why: str) -> None:
         line = f"{where}: {why}"
@@ -740,8 +793,11 @@ class TangentForward:
             return fx.node.map_aggregate(a, lambda v: env[v] if isinstance(v, fx.Node) else v)
 
         seen_input = False
+        done: set[fx.Node] = set()  # BatchNorm nodes computed with their linear / conv layer
         for node in self.graph.nodes:
             op = node.op
+            if node in done:
+                continue
             if op == "placeholder":
                 if seen_input:
                     raise ValueError("a linearized network must take exactly one input tensor")
@@ -753,6 +809,16 @@ class TangentForward:
             elif op == "call_module":
                 m = net.get_submodule(node.target)
                 args, kwargs = load(node.args), load(node.kwargs)
+                bn_node = self._fused.get(node)
+                if bn_node is not None and isinstance(args[0], Dual):
+                    bn = net.get_submodule(bn_node.target)
+                    if not bn.training and bn.running_mean is not None and bn.running_var is not None:
+                        ctx.node = f"{q}{node.name}"
+                        fn = F.linear if isinstance(m, nn.Linear) else m._conv_forward
+                        env[bn_node] = Dual(*_bilinear_batch_norm(ctx, fn, f"{q}{node.target}.", m,
+                                                                  f"{q}{bn_node.target}.", bn, *_pd(args[0])))
+                        done.add(bn_node)
+                        continue
                 rule = rules.get(type(m))
                 out = None
                 if rule is not None and len(args) == 1 and isinstance(args[0], Dual) and not kwargs:
@@ -800,6 +866,30 @@ class TangentForward:
             self._note(name, "no tangent rule, torch.func.jvp")
             out = _jvp_call(fn, args, kwargs)
         return out
+
+
+def _pd(d: Dual) -> tuple[Any, Any]:
+    return d.primal, d.tangent
+
+
+_BN_AFTER: dict[type, tuple[type, ...]] = {
+    nn.Linear: (nn.BatchNorm1d,), nn.Conv1d: (nn.BatchNorm1d,), nn.Conv2d: (nn.BatchNorm2d,),
+    nn.Conv3d: (nn.BatchNorm3d,),
+}
+
+
+def _batch_norm_pairs(net: nn.Module, graph: fx.Graph) -> dict[fx.Node, fx.Node]:
+    """Linear / convolution nodes whose only user is a BatchNorm module applied to them alone."""
+    pairs = {}
+    for node in graph.nodes:
+        if node.op != "call_module" or len(node.args) != 1 or node.kwargs or len(node.users) != 1:
+            continue
+        after = _BN_AFTER.get(type(net.get_submodule(node.target)))
+        (user,) = node.users
+        if after and user.op == "call_module" and user.args == (node,) and not user.kwargs \
+                and type(net.get_submodule(user.target)) in after:
+            pairs[node] = user
+    return pairs
 
 
 def _fetch_attr(net: nn.Module, target: str) -> Any:
