@@ -101,7 +101,7 @@ def dask_client(*, client: Any | None = None, address: str | None = None,
         finally:
             own.close()
         return
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
                            silence_logs=logging.CRITICAL)
     own = Client(cluster)
     try:

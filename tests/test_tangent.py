@@ -170,6 +170,41 @@ def test_every_rule_matches_the_taylor_expansion_and_jvp(make) -> None:
     check_against_oracles(net, inputs(5))
 
 
+class BatchNormVariants(nn.Module):
+    """BatchNorm folded into the layer before it (a conv with a frozen weight; a linear layer with
+    no affine BatchNorm after it) and not folded (a conv output used twice)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 3, 3, padding=1)
+        self.conv.weight.requires_grad_(False)  # only the bias and the BatchNorm's gamma, beta move
+        self.bn = nn.BatchNorm2d(3)
+        self.twice = nn.Conv2d(3, 3, 1)
+        self.bn2 = nn.BatchNorm2d(3)
+        self.fc = nn.Linear(3 * 8 * 8, 6)
+        self.bn3 = nn.BatchNorm1d(6, affine=False)
+        self.out = nn.Linear(6, 4)
+
+    def forward(self, x):
+        h = F.relu(self.bn(self.conv(x)))
+        z = self.twice(h)
+        h = F.relu(self.bn2(z) + z)  # z has two users: its BatchNorm is not folded
+        return self.out(self.bn3(self.fc(h.flatten(1))))
+
+
+def test_batch_norm_folded_or_not_matches_the_taylor_expansion() -> None:
+    torch.manual_seed(0)
+    net = BatchNormVariants()
+    for m in net.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            with torch.no_grad():
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    lin = check_against_oracles(net, inputs(5))
+    fused = {n.target for n in lin._tangent_program()._fused.values()}
+    assert fused == {"bn", "bn3"}
+
+
 @pytest.mark.parametrize("name,norm", [("lenet_300_100", None), ("lenet5", None), ("resnet20", "batchnorm"),
                                        ("resnet20", "layernorm"), ("resnet20", "none"), ("vgg16", "batchnorm")])
 def test_conelib_models_match_the_taylor_expansion(name: str, norm: str | None) -> None:
