@@ -497,7 +497,7 @@ def reproduce(*, scratch: str | Path | None = None, profile: str = "mnist", only
     runs, missing = plan(profile, only, quick=quick, atlas_grid=atlas_grid)
     if scratch is None:
         scratch = Path(tempfile.mkdtemp(prefix="conelib-reproduce-")) if fresh else default_scratch(profile)
-    scratch = Path(scratch)
+    scratch = Path(scratch).expanduser().resolve()  # absolute: the jobs may run in other working directories
     scratch.mkdir(parents=True, exist_ok=True)
     report = ReproduceReport(scratch=scratch, missing=missing, quick=quick)
     t0 = time.perf_counter()

@@ -26,7 +26,8 @@ The rules:
 * **Max-pool**: the tangent at the primal's arg-max (a gather with the pool's indices).
 * **BatchNorm (eval)**: a per-channel affine map,
   :math:`\\dot y = \\dot a\\,\\gamma_s/\\sqrt{v+\\epsilon} + \\hat a\\,\\dot\\gamma + \\dot\\beta`.
-* **LayerNorm**: :math:`\\dot y = w_s \\odot P\\dot a + \\hat a \\odot \\dot w + \\dot b` with
+* **LayerNorm**: :math:`\\dot y = w_s \\odot P\\dot a + \\hat a \\odot \\dot w + \\dot b` (:math:`\\hat a`
+  from the primal's normalisation) with
   :math:`P\\dot a = r(\\dot a - \\overline{\\dot a} - \\hat a\\,\\overline{\\hat a \\dot a})`
   (:math:`r` the inverse standard deviation, bars the means over the normalised axes). :math:`P` is
   symmetric, and it is exactly what torch's fused LayerNorm backward computes, so both the tangent
@@ -357,14 +358,18 @@ class _LayerNormTangent(torch.autograd.Function):
 
 def _layer_norm(a: Tensor, da: Tensor | None, shape: list[int], w: Tensor | None, dw: Tensor | None,
                 b: Tensor | None, db: Tensor | None, eps: float) -> Pair:
-    """LayerNorm ``a_hat * w + b`` over the trailing ``shape``: tangent ``w * P da + a_hat * dw + db``.
-    The last two terms are one fused ``layer_norm(a)`` with weight ``dw`` and bias ``db``."""
+    """LayerNorm ``a_hat * w + b`` over the trailing ``shape``: tangent ``w * P da + a_hat * dw + db``,
+    with ``a_hat`` (and the statistics) from the primal's one normalisation."""
     shape = [int(s) for s in shape]
     with torch.no_grad():
-        y, mean, rstd = torch.native_layer_norm(a, shape, w, b, eps)
+        a_hat, mean, rstd = torch.native_layer_norm(a, shape, None, None, eps)
+        if w is None:
+            y = a_hat if b is None else a_hat + b
+        else:
+            y = a_hat * w if b is None else torch.addcmul(b, a_hat, w)
     t = None
     if dw is not None:
-        t = F.layer_norm(a, shape, dw, db, eps)
+        t = a_hat * dw if db is None else torch.addcmul(db, a_hat, dw)
     elif db is not None:
         t = db.expand(y.shape)
     if da is not None:
