@@ -10,7 +10,8 @@ Examples::
     conelib book                                 # build the book from the executed notebooks
     conelib sweep sweeps/atlas.yaml --workers 2  # exit code 1 if any run failed
     conelib fetch mnist                          # full MNIST into the data cache, once
-    conelib reproduce                            # rerun what the book shows, compare with the stored results
+    conelib reproduce --workers 2                # rerun what the book shows (Dask), compare with the stored results
+    conelib reproduce --quick                    # one run per figure: a spot-check of minutes
 
 Bad parameters are refused before anything runs, with the parameter named (exit code 2; add
 ``--debug`` for the traceback): a wrong name or type, a size larger than the dataset, a device
@@ -199,10 +200,23 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
-    from conelib.reproduce import reproduce
+    from conelib.reproduce import plan, projected_seconds, reproduce
 
-    report = reproduce(scratch=args.scratch, profile=args.profile or "mnist", only=args.only,
-                       write_page=not args.no_page)
+    profile = args.profile or "mnist"
+    if args.dry_run:
+        runs, missing = plan(profile, args.only, quick=args.quick)
+        for r in sorted(runs, key=lambda r: -r.cost if r.cost == r.cost else 0.0):
+            print(f"{r.experiment:16s} {'/'.join(r.figures):16s} {r.label:60s} {r.cost / 60:7.1f} min")
+        costs = [r.cost for r in runs]
+        print(f"[conelib] {len(runs)} runs, {sum(c for c in costs if c == c) / 60:.0f} min of run time (from the "
+              "stored results' wall times); projected wall time, longest first: "
+              + ", ".join(f"{w} worker{'s' if w > 1 else ''} {projected_seconds(costs, w) / 60:.0f} min"
+                          for w in (1, 2, 4, 8, 16)))
+        for m in missing:
+            print(f"[conelib] not stored: {m}")
+        return 0
+    report = reproduce(scratch=args.scratch, profile=profile, only=args.only, write_page=not args.no_page,
+                       quick=args.quick, fresh=args.fresh, address=args.address, workers=args.workers)
     print(report)
     return 0 if report.ok else 1
 
@@ -309,10 +323,20 @@ def build_parser() -> argparse.ArgumentParser:
     mig.set_defaults(func=_cmd_migrate)
 
     rep = sub.add_parser("reproduce", help="rerun every experiment the book shows into a scratch folder and "
-                                           "compare with the stored results")
-    rep.add_argument("--scratch", default=None, help="where the recomputed results go (default: a new temporary folder)")
+                                           "compare with the stored results (Dask, like sweep)")
+    rep.add_argument("--scratch", default=None,
+                     help="where the recomputed runs go; runs already there are not recomputed (default: "
+                          "<cache>/reproduce/<profile>, the same each time, so an interrupted run resumes)")
+    rep.add_argument("--fresh", action="store_true", help="start over in a new temporary folder")
     rep.add_argument("--profile", default=None, help="profile of the book's runs (default mnist)")
     rep.add_argument("--only", nargs="*", default=None, help="only these experiments (kernel_dynamics, switching, atlas)")
+    rep.add_argument("--quick", action="store_true",
+                     help="one run per figure, the cheapest (one seed), compared with the stored one: a spot-check")
+    rep.add_argument("--address", default=None, help="address of a running Dask scheduler (default: a LocalCluster)")
+    rep.add_argument("--workers", type=int, default=2, help="LocalCluster workers (default 2)")
+    rep.add_argument("--dry-run", action="store_true",
+                     help="list the runs with their expected cost (the stored wall times) and the projected time on "
+                          "1-16 workers; compute nothing")
     rep.add_argument("--no-page", action="store_true", help="do not write the table into the book's page")
     rep.set_defaults(func=_cmd_reproduce)
     return p

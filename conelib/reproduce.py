@@ -6,6 +6,21 @@ sweep) and prints, per run, the stored and the recomputed measures side by side 
 mark. The table is also written to ``book/reproducibility_table.md`` (shown on the book's
 "Reproducibility" page) and to ``<scratch>/reproduce.json``.
 
+How it runs. Every run is one job on Dask distributed, through the same engine as ``conelib sweep``
+(:mod:`conelib.cluster`): a ``LocalCluster`` of ``workers`` single-threaded processes, a running
+scheduler (``address``), or a client the caller made (SLURM with the ``slurm`` extra). A switching
+run is split into one job per seed (each seed's standard run and its continuations; the same
+computation as in the stored multi-seed file, whose seeds are independent). Jobs are submitted
+longest first, their expected cost read from the stored results' wall times (:func:`plan`), and
+the same configuration needed by two figures is computed once. A run already in the scratch folder
+is loaded, not recomputed, so an interrupted reproduction resumes where it stopped (the default
+scratch folder is the same from one call to the next: ``<cache>/reproduce/<profile>``; ``fresh``
+starts over in a new temporary folder). A failed job is reported with its error; the others go on.
+
+``quick`` recomputes one run per figure, the cheapest by the stored wall times (for Figure 2: one
+seed of the switching run), and compares it with the stored one: a spot-check of minutes rather
+than hours. The tolerances are the same.
+
 Tolerance. On the same machine, with the same torch version and thread count, a recomputation is
 bitwise identical to the stored run (the data order, augmentation and initialisation are pure
 functions of the seed; the tests check it). Across torch versions, builds or thread counts the
@@ -18,26 +33,30 @@ intervals: the difference of two independent estimates), with a small floor (:da
 stable measure therefore gets a tight tolerance and an unstable one a wide one, whatever the run
 length. A verdict must be the same, unless either run's verdict is itself unstable (fewer than
 :data:`STABLE` of the bootstrap draws agree with it): then the row says so and does not fail.
-The final test accuracy, which has no bootstrap, is compared within the binomial standard error of
-two independent test-set estimates times 3 (at least :data:`FLOORS`).
+Test accuracies (no bootstrap) are compared within 3 binomial standard errors of the difference of
+two independent estimates on the test set (at least :data:`FLOORS`).
 """
 
 from __future__ import annotations
 
+import heapq
 import json
 import math
+import os
 import tempfile
 import time
+import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 __all__ = ["reproduce", "ReproduceReport", "FLOORS", "STABLE", "compare", "compare_assessed", "accuracy_tolerance",
-           "KD_MEASURES"]
+           "KD_MEASURES", "PlannedRun", "plan", "projected_seconds"]
 
 #: the kernel-dynamics measures compared (version 3), with their tolerance floors
 KD_MEASURES: dict[str, float] = {
@@ -63,10 +82,15 @@ class ReproduceReport:
     seconds: dict[str, float] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
     scratch: Path | None = None
+    #: one entry per run: experiment, run, status (computed | resumed | failed), seconds, pid, error
+    jobs: list[dict[str, Any]] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    cluster: str = ""
+    quick: bool = False
 
     @property
     def ok(self) -> bool:
-        return not self.missing and all(r["passed"] for r in self.rows)
+        return not self.missing and not self.failed and all(r["passed"] for r in self.rows)
 
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows)
@@ -77,11 +101,13 @@ class ReproduceReport:
         from conelib import __version__
 
         head = (f"Last run: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, conelib {__version__}, torch "
-                f"{torch.__version__}, {torch.get_num_threads()} threads; time: "
-                + ", ".join(f"{k} {v / 60:.0f} min" for k, v in self.seconds.items()) + ". "
+                f"{torch.__version__}, {torch.get_num_threads()} threads"
+                + (f", on {self.cluster}" if self.cluster else "") + (" (--quick)" if self.quick else "")
+                + "; time: " + ", ".join(f"{k} {v / 60:.0f} min" for k, v in self.seconds.items()) + ". "
                 + ("All measures within tolerance." if self.ok else
                    f"{sum(not r['passed'] for r in self.rows)} of {len(self.rows)} measures outside tolerance"
-                   + (f"; not stored: {self.missing}" if self.missing else "") + "."))
+                   + (f"; not stored: {self.missing}" if self.missing else "")
+                   + (f"; failed: {self.failed}" if self.failed else "") + "."))
         lines = [head, "", "| experiment | run | measure | stored | recomputed | tolerance | |",
                  "|---|---|---|---:|---:|---:|---|"]
         for r in self.rows:
@@ -93,7 +119,12 @@ class ReproduceReport:
         df = self.frame()
         text = df.to_string(index=False, float_format=lambda x: f"{x:.4g}") if len(df) else "(nothing compared)"
         status = "PASS" if self.ok else "FAIL"
-        return f"{text}\n[conelib] reproduce: {status}; " + ", ".join(f"{k} {v:.0f} s" for k, v in self.seconds.items())
+        counts = {k: sum(j["status"] == k for j in self.jobs) for k in ("computed", "resumed", "failed")}
+        runs = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
+        lines = [text] + [f"[conelib] failed: {f}" for f in self.failed] + [f"[conelib] not stored: {m}" for m in self.missing]
+        return ("\n".join(lines) + f"\n[conelib] reproduce: {status}; runs: {runs or 'none'}"
+                + (f" on {self.cluster}" if self.cluster else "") + f"; scratch {self.scratch}; "
+                + ", ".join(f"{k} {v:.0f} s" for k, v in self.seconds.items()))
 
 
 def _fmt(v: Any) -> str:
@@ -157,64 +188,297 @@ def accuracy_tolerance(acc: float, n_test: int, floor: float = SW_MEASURES["fina
     return max(floor, 3.0 * math.sqrt(2.0 * acc * (1.0 - acc) / n_test))
 
 
-def _kernel_dynamics(report: ReproduceReport, profile: str, scratch: Path) -> None:
-    from conelib.experiments import kernel_dynamics, kernel_dynamics_configs
+# --------------------------------------------------------------------------------------------
+# The plan: which runs, at what expected cost
+# --------------------------------------------------------------------------------------------
+
+#: the experiments :func:`reproduce` knows, in the order it compares them
+EXPERIMENTS = ("kernel_dynamics", "switching", "atlas")
+
+
+@dataclass
+class PlannedRun:
+    """One run to recompute: ``experiment`` (the function: kernel_dynamics or switching), its
+    ``config`` (one seed), the ``figures`` it is compared in, its ``label`` there, and its
+    expected ``cost`` in seconds on one single-threaded worker (from the stored results; NaN when
+    they do not say)."""
+
+    experiment: str
+    config: Any
+    figures: list[str]
+    label: str
+    cost: float
+
+    @property
+    def hash(self) -> str:
+        from conelib.results import config_hash
+
+        return config_hash(self.config.identity())
+
+
+def _wall(ds: Any) -> float:
+    try:
+        return float(ds.attrs.get("wall_seconds", float("nan")))
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _atlas_grid(atlas_grid: str | Path | None) -> Any:
+    from conelib.paths import sweeps_dir
+    from conelib.sweep import load_grid
+
+    return load_grid(sweeps_dir() / "atlas.yaml" if atlas_grid is None else atlas_grid)
+
+
+def _cheapest(runs: list[PlannedRun]) -> list[PlannedRun]:
+    """The run of least known cost (the first when no cost is known)."""
+    if not runs:
+        return []
+    known = [r for r in runs if math.isfinite(r.cost)]
+    return [min(known, key=lambda r: r.cost) if known else runs[0]]
+
+
+def plan(profile: str = "mnist", only: Sequence[str] | None = None, *, quick: bool = False,
+         atlas_grid: str | Path | None = None) -> tuple[list[PlannedRun], list[str]]:
+    """The runs :func:`reproduce` recomputes, and the stored results it cannot find.
+
+    Kernel dynamics: every run of the profile (one per model and seed). Switching: every seed of
+    every model of the profile, one run each. Atlas: every run of the sweep grid. A run's cost is
+    read from the stored results: a kernel-dynamics run's ``wall_seconds``; a switching seed's
+    standard run plus its continuations (``standard_seconds``, ``continuation_seconds``); an atlas
+    run's ``wall_seconds`` in the sweep summary. With ``quick``, one run per experiment: the cheapest.
+
+    Returns:
+        ``(runs, missing)``: runs whose stored counterpart exists, and the stored results not found.
+    """
+    from conelib.experiments import kernel_dynamics_configs, switching_configs
+    from conelib.paths import default_results_root
+    from conelib.results import load_result, result_path
+    from conelib.sweep import expand_grid, summary_path
+
+    only = list(only or EXPERIMENTS)
+    unknown = [e for e in only if e not in EXPERIMENTS]
+    if unknown:
+        raise ValueError(f"unknown experiment(s) {unknown} for reproduce; choose from {list(EXPERIMENTS)}")
+    runs: list[PlannedRun] = []
+    missing: list[str] = []
+    if "kernel_dynamics" in only:
+        found = []
+        for cfg in kernel_dynamics_configs(profile):
+            path = result_path("kernel_dynamics", cfg.identity())
+            if not path.exists():
+                missing.append(f"kernel_dynamics {cfg.model} seed {cfg.seed}")
+                continue
+            found.append(PlannedRun("kernel_dynamics", cfg, ["kernel_dynamics"], f"{cfg.model} seed {cfg.seed}",
+                                    _wall(load_result(path))))
+        runs += _cheapest(found) if quick else found
+    if "switching" in only:
+        found = []
+        for cfg in switching_configs(profile):
+            path = result_path("switching", cfg.identity())
+            if not path.exists():
+                missing.append(f"switching {cfg.model}")
+                continue
+            old = load_result(path)
+            for k, seed in enumerate(old["seed"].values.tolist()):
+                cost = float(old["standard_seconds"].values[k]) + float(np.nansum(old["continuation_seconds"].values[:, k])) \
+                    if "standard_seconds" in old and "continuation_seconds" in old else float("nan")
+                found.append(PlannedRun("switching", cfg.for_seed(int(seed)).replace(workers=1), ["switching"],
+                                        f"{cfg.model} seed {int(seed)}", cost))
+        runs += _cheapest(found) if quick else found
+    if "atlas" in only:
+        grid = _atlas_grid(atlas_grid)
+        path = summary_path(grid, default_results_root())
+        if not path.exists():
+            missing.append("atlas summary")
+        else:
+            summary = load_result(path)
+            walls = dict(zip(summary["config_hash"].values.tolist(), summary["wall_seconds"].values.tolist()))
+            found = [PlannedRun("kernel_dynamics", p.config, ["atlas"], ", ".join(f"{k}={v}" for k, v in p.coords.items()),
+                                float(walls.get(_hash(p.config), float("nan"))))
+                     for p in expand_grid(grid)]
+            runs += _cheapest(found) if quick else found
+    return _merge(runs), missing
+
+
+def _hash(cfg: Any) -> str:
+    from conelib.results import config_hash
+
+    return config_hash(cfg.identity())
+
+
+def _merge(runs: list[PlannedRun]) -> list[PlannedRun]:
+    """One run per configuration: a run two figures need (e.g. the atlas' base point and a
+    kernel-dynamics run of the profile) is computed once and compared in both."""
+    out: dict[tuple[str, str], PlannedRun] = {}
+    for r in runs:
+        key = (r.experiment, r.hash)
+        if key in out:
+            out[key].figures += [f for f in r.figures if f not in out[key].figures]
+            if not math.isfinite(out[key].cost):
+                out[key].cost = r.cost
+        else:
+            out[key] = PlannedRun(r.experiment, r.config, list(r.figures), r.label, r.cost)
+    return list(out.values())
+
+
+def projected_seconds(costs: Sequence[float], workers: int) -> float:
+    """Wall time of running jobs of the given costs on ``workers`` identical workers, longest first,
+    each job to the first worker free (what :func:`reproduce` asks of the scheduler): the largest
+    finishing time. 0 for no jobs; unknown (NaN) costs count as 0."""
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    free = [0.0] * int(workers)
+    for c in sorted((c if math.isfinite(c) else 0.0 for c in costs), reverse=True):
+        heapq.heappush(free, heapq.heappop(free) + c)
+    return max(free) if costs else 0.0
+
+
+# --------------------------------------------------------------------------------------------
+# The jobs (run on Dask workers)
+# --------------------------------------------------------------------------------------------
+
+
+def _job(experiment: str, config: dict[str, Any], results_root: str, torch_threads: int | None) -> dict[str, Any]:
+    """Recompute one run into ``results_root`` (loaded, not recomputed, when it is already there)."""
+    import torch
+
+    from conelib.cluster import JobError
+
+    if torch_threads:
+        torch.set_num_threads(int(torch_threads))
+    t0 = time.perf_counter()
+    try:
+        if experiment == "kernel_dynamics":
+            from conelib.experiments.kernel_dynamics import KernelDynamicsConfig, kernel_dynamics
+
+            ds = kernel_dynamics(KernelDynamicsConfig.from_mapping(config), results_root=results_root, progress=False)
+        else:
+            import importlib
+
+            sw = importlib.import_module("conelib.experiments.switching")
+            ds = sw.switching(sw.SwitchingConfig.from_mapping(config), results_root=results_root, progress=False)
+    except Exception as err:  # noqa: BLE001 - every failure is reported with its run
+        raise JobError(f"{type(err).__name__}: {err}\n{traceback.format_exc()}") from None
+    return {"seconds": time.perf_counter() - t0, "pid": os.getpid(), "config_hash": str(ds.attrs["config_hash"])}
+
+
+def _recompute(report: ReproduceReport, runs: list[PlannedRun], scratch: Path, *, client: Any, address: str | None,
+               workers: int, progress: bool) -> None:
+    """Every run not yet in ``scratch``, as Dask jobs (longest first); the others are resumed."""
+    from conelib.cluster import Job, dask_client, describe, run_jobs
+    from conelib.results import result_path, result_status
+
+    todo = []
+    for r in runs:
+        if result_status(result_path(r.experiment, r.config.identity(), scratch)) == "ok":
+            report.jobs.append({"experiment": r.experiment, "run": r.label, "figures": r.figures, "status": "resumed",
+                                "seconds": 0.0, "pid": None, "error": None})
+        else:
+            todo.append(r)
+    if not todo:
+        return
+    with dask_client(client=client, address=address, workers=workers) as (cl, threads):
+        report.cluster = describe(cl)
+        jobs = [Job(f"reproduce-{r.experiment}-{r.hash}", _job, (r.experiment, r.config.flat(), str(scratch), threads),
+                    priority=r.cost if math.isfinite(r.cost) else 0.0, meta={"run": r}) for r in todo]
+        for out in run_jobs(cl, jobs, progress=progress, desc="reproduce"):
+            r = out.job.meta["run"]
+            entry = {"experiment": r.experiment, "run": r.label, "figures": r.figures, "status": "computed",
+                     "seconds": None, "pid": None, "error": None}
+            if out.ok:
+                entry.update(seconds=out.result["seconds"], pid=out.result["pid"])
+            else:
+                entry.update(status="failed", error=out.error)
+                report.failed.append(f"{r.experiment} {r.label} ({'/'.join(r.figures)}): {out.error}")
+            report.jobs.append(entry)
+
+
+def _fresh(experiment: str, cfg: Any, scratch: Path) -> Any:
+    """The recomputed run in ``scratch``, or ``None`` (its job failed)."""
+    from conelib.results import load_result, result_path, result_status
+
+    path = result_path(experiment, cfg.identity(), scratch)
+    return load_result(path) if result_status(path) == "ok" else None
+
+
+# --------------------------------------------------------------------------------------------
+# The comparisons (the stored runs against the recomputed ones)
+# --------------------------------------------------------------------------------------------
+
+
+def _kernel_dynamics(report: ReproduceReport, profile: str, scratch: Path, runs: list[PlannedRun]) -> None:
+    from conelib.experiments import kernel_dynamics_configs
     from conelib.measures import assess
     from conelib.results import load_result, result_path
 
+    planned = {r.hash for r in runs if "kernel_dynamics" in r.figures}
     for cfg in kernel_dynamics_configs(profile):
         path = result_path("kernel_dynamics", cfg.identity())
-        if not path.exists():
-            report.missing.append(f"kernel_dynamics {cfg.model} seed {cfg.seed}")
+        if not path.exists() or _hash(cfg) not in planned:
             continue
-        old, new = load_result(path), kernel_dynamics(cfg, results_root=scratch, progress=True)
+        new = _fresh("kernel_dynamics", cfg, scratch)
+        if new is None:
+            continue
+        old = load_result(path)
         run = f"{cfg.model} seed {cfg.seed}"
         report.rows += compare_assessed("kernel_dynamics", run, assess(old), assess(new))
         a, b = float(old["test_acc"].isel(step=-1)), float(new["test_acc"].isel(step=-1))
         tol = accuracy_tolerance(a, int(old.attrs.get("n_test", 10000)))
         report.rows.append({"experiment": "kernel_dynamics", "run": run, "measure": "final_test_acc", "stored": a,
-                            "recomputed": b, "tolerance": tol, "passed": abs(a - b) <= tol + 1e-12})
+                            "recomputed": b, "tolerance": tol, "passed": bool(abs(a - b) <= tol + 1e-12)})
 
 
-def _switching(report: ReproduceReport, profile: str, scratch: Path) -> None:
-    from conelib.experiments import switching, switching_configs
+def _switching(report: ReproduceReport, profile: str, scratch: Path, runs: list[PlannedRun]) -> None:
+    from conelib.experiments import switching_configs
     from conelib.results import load_result, result_path
 
+    planned = {r.hash for r in runs if "switching" in r.figures}
     for cfg in switching_configs(profile):
         path = result_path("switching", cfg.identity())
         if not path.exists():
-            report.missing.append(f"switching {cfg.model}")
             continue
         old = load_result(path)
-        new = switching(cfg, results_root=scratch, progress=True)
+        new = {}
+        for s in old["seed"].values.tolist():
+            one = cfg.for_seed(int(s))
+            if _hash(one) in planned:
+                ds = _fresh("switching", one, scratch)
+                if ds is not None:
+                    new[int(s)] = ds
         n_test = int(old.attrs.get("n_test", 10000))
         for t in old["switch_step"].values:
             for s in old["seed"].values:
+                if int(s) not in new:
+                    continue
                 a = float(old["final_test_acc"].sel(switch_step=t, seed=s))
                 report.rows += compare(
                     "switching", f"{cfg.model} t={int(t)} seed {int(s)}", {"final_test_acc": a},
-                    {"final_test_acc": float(new["final_test_acc"].sel(switch_step=t, seed=s))},
+                    {"final_test_acc": float(new[int(s)]["final_test_acc"].sel(switch_step=t, seed=s))},
                     {"final_test_acc": accuracy_tolerance(a, n_test)}, SW_MEASURES)
 
 
-def _atlas(report: ReproduceReport, scratch: Path) -> None:
-    from conelib.analysis.atlas_summary import summarize, summary_path
-    from conelib.paths import default_results_root, sweeps_dir
+def _atlas(report: ReproduceReport, scratch: Path, runs: list[PlannedRun], atlas_grid: str | Path | None,
+           quick: bool) -> None:
+    from conelib.paths import default_results_root
     from conelib.results import load_result
-    from conelib.sweep import load_grid, run_sweep
+    from conelib.analysis.atlas_summary import summarize, summary_path
 
-    grid = load_grid(sweeps_dir() / "atlas.yaml")
+    grid = _atlas_grid(atlas_grid)
     path = summary_path(grid, default_results_root())
     if not path.exists():
-        report.missing.append("atlas summary")
         return
     old = load_result(path)
-    new = run_sweep(grid, results_root=scratch, workers=2, progress=True, summarize=summarize).summary
+    new = summarize(grid, scratch, save=not quick)  # a partial summary (--quick) is not stored
+    planned = {r.hash for r in runs if "atlas" in r.figures}
     for r in old["run"].values:
         o, n = old.sel(run=r), new.sel(run=r)
+        if str(o["config_hash"].values) not in planned or str(n["status"].values) != "stored":
+            continue
         label = ", ".join(f"{d}={o[d].values}" for d in json.loads(old.attrs["swept_fields"]))
         vo, vn = str(o["verdict"].values), str(n["verdict"].values)
-        unstable = min(float(o.get("verdict_agreement", 1.0)), float(n.get("verdict_agreement", 1.0))) < STABLE
+        agree = [float(x["verdict_agreement"]) for x in (o, n) if "verdict_agreement" in x]
+        unstable = bool(agree) and min(agree) < STABLE
         report.rows.append({"experiment": "atlas", "run": label, "measure": "verdict", "stored": vo,
                             "recomputed": vn, "tolerance": "unstable: not compared" if unstable and vo != vn
                             else "equal", "passed": vo == vn or unstable})
@@ -223,36 +487,66 @@ def _atlas(report: ReproduceReport, scratch: Path) -> None:
                                {"final_test_acc": accuracy_tolerance(a, 10000)}, SW_MEASURES)
 
 
-#: the experiments :func:`reproduce` knows, in the order it runs them
-EXPERIMENTS = ("kernel_dynamics", "switching", "atlas")
+def default_scratch(profile: str) -> Path:
+    """``<cache>/reproduce/<profile name>``: the same folder from one call to the next (resumable)."""
+    from conelib.paths import cache_dir
+
+    return cache_dir() / "reproduce" / Path(str(profile)).stem
 
 
 def reproduce(*, scratch: str | Path | None = None, profile: str = "mnist", only: Sequence[str] | None = None,
-              write_page: bool = True) -> ReproduceReport:
-    """Recompute the book's runs into ``scratch`` (default: a new temporary folder) and compare.
+              write_page: bool = True, quick: bool = False, fresh: bool = False, client: Any | None = None,
+              address: str | None = None, workers: int = 2, atlas_grid: str | Path | None = None,
+              progress: bool = True) -> ReproduceReport:
+    """Recompute the book's runs into ``scratch`` on Dask (see the module docstring) and compare.
+
+    Args:
+        scratch: where the recomputed runs go; runs already there are loaded, not recomputed.
+            Default :func:`default_scratch` (the same each time), or with ``fresh`` a new
+            temporary folder.
+        profile: the profile of the book's runs.
+        only: the experiments to reproduce (default all of :data:`EXPERIMENTS`).
+        write_page: write the table into ``book/reproducibility_table.md`` (never with ``quick``,
+            whose table is partial).
+        quick: one run per experiment, the cheapest (see :func:`plan`).
+        fresh: start over in a new temporary folder (with no ``scratch`` given).
+        client, address, workers: where the jobs run (:func:`conelib.cluster.dask_client`).
+        atlas_grid: the atlas sweep's grid file (default ``sweeps/atlas.yaml``).
+        progress: a text progress bar over the jobs.
 
     Raises:
-        ValueError: an unknown experiment in ``only``.
+        ValueError: an unknown experiment in ``only``, ``workers`` < 1, ``fresh`` with a ``scratch``.
     """
+    from conelib.cluster import check_workers
+
+    check_workers(workers)
+    if fresh and scratch is not None:
+        raise ValueError("fresh starts in a new temporary folder: give either scratch or fresh, not both")
     only = list(only or EXPERIMENTS)
-    unknown = [e for e in only if e not in EXPERIMENTS]
-    if unknown:
-        raise ValueError(f"unknown experiment(s) {unknown} for reproduce; choose from {list(EXPERIMENTS)}")
-    # a relative scratch folder is taken from the current directory, once, before anything runs
-    scratch = Path(scratch).expanduser().absolute() if scratch is not None else Path(
-        tempfile.mkdtemp(prefix="conelib-reproduce-"))
+    runs, missing = plan(profile, only, quick=quick, atlas_grid=atlas_grid)
+    if scratch is None:
+        scratch = Path(tempfile.mkdtemp(prefix="conelib-reproduce-")) if fresh else default_scratch(profile)
+    scratch = Path(scratch).expanduser().resolve()  # absolute: the jobs may run in other working directories
     scratch.mkdir(parents=True, exist_ok=True)
-    report = ReproduceReport(scratch=scratch)
-    steps = {"kernel_dynamics": lambda: _kernel_dynamics(report, profile, scratch),
-             "switching": lambda: _switching(report, profile, scratch),
-             "atlas": lambda: _atlas(report, scratch)}
+    report = ReproduceReport(scratch=scratch, missing=missing, quick=quick)
+    t0 = time.perf_counter()
+    _recompute(report, runs, scratch, client=client, address=address, workers=workers, progress=progress)
+    report.seconds["total"] = time.perf_counter() - t0
     for name in only:
-        t0 = time.perf_counter()
-        steps[name]()
-        report.seconds[name] = time.perf_counter() - t0
+        spent = sum(j["seconds"] or 0.0 for j in report.jobs if name in j["figures"])
+        if spent:
+            report.seconds[f"{name} runs"] = spent
+    if "kernel_dynamics" in only:
+        _kernel_dynamics(report, profile, scratch, runs)
+    if "switching" in only:
+        _switching(report, profile, scratch, runs)
+    if "atlas" in only:
+        _atlas(report, scratch, runs, atlas_grid, quick)
     (scratch / "reproduce.json").write_text(json.dumps({"rows": report.rows, "seconds": report.seconds,
-                                                         "missing": report.missing}, indent=1, default=str))
-    if write_page:
+                                                         "missing": report.missing, "failed": report.failed,
+                                                         "jobs": report.jobs, "cluster": report.cluster,
+                                                         "quick": quick}, indent=1, default=str))
+    if write_page and not quick:
         from conelib.paths import repo_root
 
         root = repo_root()

@@ -78,7 +78,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import logging
 import os
 import time
 import traceback
@@ -92,6 +91,7 @@ import numpy as np
 import xarray as xr
 
 from conelib.atomic import atomic_write
+from conelib.cluster import Job, JobError, check_workers, dask_client, describe, run_jobs
 from conelib.config import ParameterError, absolute_path, absolute_paths, coerce, unknown_names_error
 from conelib.experiments.kernel_dynamics import EXPERIMENT, KernelDynamicsConfig, kernel_dynamics
 from conelib.profiles import load_profile, merge, profile_path
@@ -320,7 +320,7 @@ def failure_path(config: KernelDynamicsConfig, root: str | os.PathLike | None) -
 # --------------------------------------------------------------------------------------------
 
 
-class SweepJobError(RuntimeError):
+class SweepJobError(JobError):
     """A sweep job failed; the message holds the original exception's type, message and traceback.
 
     (Raised on the worker in place of the original exception, which may not survive pickling on its
@@ -413,14 +413,7 @@ class SweepReport:
         return "\n".join(lines)
 
 
-def _describe(client: Any) -> str:
-    try:
-        info = client.scheduler_info()
-        workers = info.get("workers", {})
-        threads = sum(int(w.get("nthreads", 0)) for w in workers.values())
-        return f"{len(workers)} Dask workers ({threads} threads) at {info.get('address', '?')}"
-    except Exception:  # noqa: BLE001 - only a description
-        return "a Dask cluster"
+_describe = describe  # the name this module used before the engine moved to conelib.cluster
 
 
 def run_sweep(
@@ -461,11 +454,7 @@ def run_sweep(
         conelib.config.ParameterError: on a ``LocalCluster`` started here, a run to compute whose
             device is missing or whose batch cannot fit in memory (checked before anything starts).
     """
-    from dask.distributed import Client, LocalCluster, as_completed
-    from tqdm.auto import tqdm
-
-    if int(workers) < 1:
-        raise ValueError(f"workers must be a positive number of LocalCluster workers, got {workers}")
+    check_workers(workers)
     if int(retries) < 0:
         raise ValueError(f"retries must be >= 0, got {retries}")
     if client is not None and address is not None:
@@ -489,43 +478,20 @@ def run_sweep(
             preflight(p.config)
     t0 = time.perf_counter()
     if todo:
-        own_cluster = own_client = None
-        if client is None:
-            if address is not None:
-                client = own_client = Client(address)
-            else:
-                own_cluster = LocalCluster(n_workers=int(workers), threads_per_worker=1, processes=True,
-                                           dashboard_address=None, silence_logs=logging.CRITICAL)
-                client = own_client = Client(own_cluster)
-                torch_threads = 1 if torch_threads is None else torch_threads
-        report.cluster = _describe(client)
-        try:
-            futures = {}
+        with dask_client(client=client, address=address, workers=workers) as (cl, default_threads):
+            threads = default_threads if torch_threads is None else torch_threads
+            report.cluster = describe(cl)
+            jobs = []
             for p in todo:
                 h = config_hash(p.config.identity())
-                fut = client.submit(_run_job, p.config.flat(), str(root), torch_threads,
-                                    key=f"kernel_dynamics-{h}", pure=False, retries=int(retries))
-                futures[fut] = (p, h)
-            bar = tqdm(total=len(futures), desc=f"sweep {grid.hash}", unit="run", disable=not progress)
-            for fut in as_completed(list(futures)):
-                p, h = futures[fut]
-                if fut.status == "finished":
-                    report.completed.append({**p.coords, **fut.result()})
+                jobs.append(Job(f"kernel_dynamics-{h}", _run_job, (p.config.flat(), str(root), threads),
+                                meta={"point": p, "hash": h}))
+            for out in run_jobs(cl, jobs, retries=retries, progress=progress, desc=f"sweep {grid.hash}"):
+                p, h = out.job.meta["point"], out.job.meta["hash"]
+                if out.ok:
+                    report.completed.append({**p.coords, **out.result})
                 else:
-                    exc = fut.exception()
-                    text = str(exc)
-                    head, _, tb = text.partition("\n")
-                    if not isinstance(exc, SweepJobError):  # e.g. KilledWorker: the worker died
-                        head, tb = f"{type(exc).__name__}: {exc}", ""
-                    report.failed.append(JobFailure(p.coords, h, p.config.identity(), head, tb))
-                bar.update(1)
-                bar.set_postfix(failed=len(report.failed))
-            bar.close()
-        finally:
-            if own_client is not None:
-                own_client.close()
-            if own_cluster is not None:
-                own_cluster.close()
+                    report.failed.append(JobFailure(p.coords, h, p.config.identity(), out.error, out.traceback))
     report.wall_seconds = time.perf_counter() - t0
     if summarize is not None:
         report.summary = summarize(grid, root)

@@ -583,6 +583,10 @@ def train(
 
     Args:
         model: any ``nn.Module`` mapping a batch of inputs to logits (also a linearized model).
+            If it has a method ``forward_examples(x_train, index)`` (equal to
+            ``model(x_train[index])``), the training batches go through it when there is no
+            augmentation (:meth:`conelib.linearize.LinearizedModel.forward_examples` reuses the
+            primal at the expansion point per example).
         data: object with ``x_train``, ``y_train``, ``x_test``, ``y_test`` tensors and an
             ``augment`` flag (``conelib.data.TensorData``).
         config: the hyperparameters; ``config.steps`` is the final step ``T``.
@@ -678,6 +682,9 @@ def train(
             for group in optimizer.param_groups:
                 group["weight_decay"] = 0.0  # the state's hyperparameters must not bring it back
 
+    # a model that can reuse per-example work on a fixed training set (the linearized model's primal
+    # cache) gets the set and the batch's indices; never with augmentation (the inputs change)
+    by_example = getattr(model, "forward_examples", None) if augment_batch is None else None
     order = BatchOrder(len(x_train), config.batch_size, config.seed)
     history = TrainHistory()
     snap_set, ckpt_set = set(snaps), set(ckpts)
@@ -745,12 +752,17 @@ def train(
             lr = config.lr_at(t)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            idx = order.indices(t).to(device)
-            xb, yb = x_train[idx], y_train[idx]
-            if augment_batch is not None:
-                xb = augment_batch(xb, order.generator(t))
+            idx_cpu = order.indices(t)
+            idx = idx_cpu.to(device)
+            yb = y_train[idx]
+            xb = None
+            if by_example is None:
+                xb = x_train[idx]
+                if augment_batch is not None:
+                    xb = augment_batch(xb, order.generator(t))
             with _step_rng(device, _derive_seed(config.seed, _TAG_MODEL, t)):
-                loss = F.cross_entropy(model(xb), yb)
+                logits = model(xb) if by_example is None else by_example(x_train, idx_cpu)
+                loss = F.cross_entropy(logits, yb)
                 if loss_scale != 1.0:
                     loss = loss * loss_scale
             pending.append((t, loss.detach()))

@@ -373,12 +373,17 @@ def test_benchmark_script_runs(tmp_path: Path) -> None:
     import linearized_step
 
     out = tmp_path / "bench.csv"
-    rows = linearized_step.main(["--models", "lenet5", "--batch-size", "4", "--repeats", "1", "--warmup", "0",
-                                 "--out", str(out)])
-    assert [r["model"] for r in rows] == ["lenet5"]
+    rows = linearized_step.main(["--models", "lenet5", "lenet_300_100", "--batch-size", "4", "--repeats", "1",
+                                 "--warmup", "0", "--cache-examples", "8", "--clock", "cpu", "--out", str(out)])
+    assert [r["model"] for r in rows] == ["lenet5", "lenet_300_100"]
     text = out.read_text().splitlines()
-    assert text[0].split(",") == list(linearized_step.COLUMNS) and len(text) == 2
-    # the ratio is what the two timings say (to 3 significant digits), whatever they are: a smoke test
+    assert text[0].split(",") == list(linearized_step.COLUMNS) and len(text) == 3
+    # the ratios are what the timings say (to 3 significant digits), whatever they are: a smoke test
     # must not depend on timing (a first call can take 100x longer than the next)
-    r = rows[0]
-    assert math.isfinite(r["ratio"]) and r["ratio"] == pytest.approx(r["linearized_ms"] / r["standard_ms"], rel=5e-3)
+    for r in rows:
+        for kind, ratio in (("linearized", "ratio"), ("cached", "cached_ratio"), ("jvp", "jvp_ratio")):
+            assert math.isfinite(r[ratio]) and r[ratio] == pytest.approx(r[f"{kind}_ms"] / r["standard_ms"], rel=5e-3)
+        assert r["cache_bytes_per_example"] > 0 and r["clock"] == "cpu"
+    only = linearized_step.main(["--models", "lenet5", "--batch-size", "4", "--repeats", "1", "--warmup", "0",
+                                 "--kinds", "linearized"])
+    assert math.isnan(only[0]["jvp_ms"]) and math.isfinite(only[0]["ratio"])
