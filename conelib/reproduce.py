@@ -254,7 +254,8 @@ def plan(profile: str = "mnist", only: Sequence[str] | None = None, *, quick: bo
     from conelib.experiments import kernel_dynamics_configs, switching_configs
     from conelib.paths import default_results_root
     from conelib.results import load_result, result_path
-    from conelib.sweep import expand_grid, summary_path
+    from conelib.analysis.atlas_summary import summary_path
+    from conelib.sweep import expand_grid
 
     only = list(only or EXPERIMENTS)
     unknown = [e for e in only if e not in EXPERIMENTS]
