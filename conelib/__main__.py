@@ -1,3 +1,3 @@
-from conelib.cli import main
+from conelib.tools.cli import main
 
 raise SystemExit(main())

@@ -5,8 +5,8 @@ Every parameter of an experiment is one field of a frozen dataclass, declared wi
 values (``choices``), a range check, and whether it is a *runtime* field (where or how to run,
 not what is computed). Every entry point sets parameters by these names and through this module:
 
-* a notebook's ``parameters`` cell and papermill's injected cell (:mod:`conelib.nbparams`),
-* ``conelib run NOTEBOOK -p NAME VALUE`` and ``conelib params EXPERIMENT`` (:mod:`conelib.cli`),
+* a notebook's ``parameters`` cell and papermill's injected cell (:mod:`conelib.tools.nbparams`),
+* ``conelib run NOTEBOOK -p NAME VALUE`` and ``conelib params EXPERIMENT`` (:mod:`conelib.tools.cli`),
 * a profile (``conelib/profiles/<name>.yaml``) and a sweep grid (:mod:`conelib.sweep`),
 * Python: ``KernelDynamicsConfig(lr=0.05, steps=2000)``.
 
@@ -46,6 +46,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import MISSING, dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
+
+from conelib.yamlio import safe_load
 
 import numpy as np
 
@@ -183,8 +185,6 @@ def _own_fields(cls: type) -> list[tuple[dataclasses.Field, Any]]:
 
 def _parse_text(text: str) -> Any:
     """A value typed as text, read as YAML 1.2 would (``1e-3`` is a number)."""
-    from conelib.yamlio import safe_load
-
     try:
         return safe_load(text)
     except Exception:  # noqa: BLE001 - not YAML: keep the text, the type check says what is wrong

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import hashlib
+import importlib.metadata
 import json
 import logging
 import math
@@ -241,8 +242,6 @@ def provenance_attrs(config: Mapping[str, Any], *, device: str | None = None,
     thread count changes a result) and ``created`` (ISO-8601, UTC).  All values are netCDF-safe
     (str or int).
     """
-    from conelib import __version__ as conelib_version
-
     commit, dirty = _git_state()
     extra = {} if full is None else {"config_full_json": _config_json(full)}
     return {
@@ -251,7 +250,7 @@ def provenance_attrs(config: Mapping[str, Any], *, device: str | None = None,
         "config_hash": config_hash(config),
         "git_commit": commit,
         "git_dirty": int(dirty),
-        "conelib_version": str(conelib_version),
+        "conelib_version": _conelib_version(),
         "torch_version": _version("torch"),
         "python_version": sys.version.split()[0],
         "numpy_version": np.__version__,
@@ -260,6 +259,14 @@ def provenance_attrs(config: Mapping[str, Any], *, device: str | None = None,
         "torch_num_threads": _torch_threads(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def _conelib_version() -> str:
+    """The installed package's version (from its metadata: this module does not import the package root)."""
+    try:
+        return importlib.metadata.version("conelib")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def _torch_threads() -> int:
@@ -277,7 +284,7 @@ def _torch_threads() -> int:
       test accuracy by up to 9% (relative).
 
     So results computed at different thread counts are different samples, not the same numbers
-    (compare them as :mod:`conelib.reproduce` does, within the spread over seeds).
+    (compare them as :mod:`conelib.tools.reproduce` does, within the spread over seeds).
     """
     torch = sys.modules.get("torch")
     return int(torch.get_num_threads()) if torch is not None else 0

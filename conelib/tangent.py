@@ -71,6 +71,9 @@ from typing import Any
 import torch
 import torch.fx as fx
 import torch.nn.functional as F
+
+from conelib.models.layers import ChannelLayerNorm
+from conelib.models.scaling import OutputScaled
 from torch import Tensor, nn
 from torch.func import functional_call, jvp
 from torch.utils._pytree import tree_flatten, tree_unflatten
@@ -467,9 +470,6 @@ def _m_output_scaled(m: nn.Module, q: str, a: Tensor, da: Tensor | None, ctx: _C
 
 
 def _module_rules() -> dict[type, Callable[..., Pair | None]]:
-    from conelib.models.layers import ChannelLayerNorm
-    from conelib.models.scaling import OutputScaled
-
     rules: dict[type, Callable[..., Pair | None]] = {
         nn.Linear: _m_linear, nn.Conv1d: _m_conv, nn.Conv2d: _m_conv, nn.Conv3d: _m_conv,
         nn.LayerNorm: _m_layer_norm, ChannelLayerNorm: _m_channel_layer_norm, OutputScaled: _m_output_scaled,

@@ -42,6 +42,7 @@ from torch import nn
 from tqdm import tqdm
 
 from conelib.atomic import atomic_write
+from conelib.data import augment_batch as augment_batch_fn
 from conelib.config import Config, ParameterError, param
 
 __all__ = [
@@ -664,7 +665,7 @@ def train(
         augment = bool(getattr(data, "augment", False))
     augment_batch = None
     if augment:
-        from conelib.data import augment_batch  # lazy: conelib.data imports heavier deps
+        augment_batch = augment_batch_fn
 
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:

@@ -128,8 +128,8 @@ def test_summarize_checks_its_thresholds_and_survives_an_unreadable_run(tmp_path
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_atlas_and_counterexample_charts_hold_every_run(tmp_path):
-    from conelib.charts import atlas_chart, counterexample_chart, measures_chart
+def test_atlas_and_side_by_side_charts_hold_every_run(tmp_path):
+    from conelib.charts import atlas_chart, side_by_side_chart, measures_chart
 
     grid = Grid.from_mapping({"base": TINY_BASE, "grid": {"seed": [0, 1]},
                               "blocks": [{"lr": [0.01, 0.1], "width": [1, 2]}, {"momentum": [0.0, 0.9]}]})
@@ -148,12 +148,12 @@ def test_atlas_and_counterexample_charts_hold_every_run(tmp_path):
             for r in summary.run.values}
     assert {(r["run"], r["verdict"]) for r in rows} == want  # every run, in its block(s)
     assert measures_chart(summary).to_dict()["layer"]
-    cmp = counterexample_chart({"A": runs["cone"], "B": runs["steady"]}).to_dict()
+    cmp = side_by_side_chart({"A": runs["cone"], "B": runs["steady"]}).to_dict()
     names = [p["name"] for p in cmp.get("params", [])]
     assert len(names) == len(set(names))
     assert len(cmp["vconcat"]) == 4
     with pytest.raises(ValueError, match="at least one"):
-        counterexample_chart({})
+        side_by_side_chart({})
 
 
 def test_cells_group_the_seeds_of_a_factor_left_at_none(tmp_path):

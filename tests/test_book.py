@@ -1,6 +1,6 @@
-"""Tests of the offline Jupyter Book: its configuration, `conelib.book`, and the built HTML.
+"""Tests of the offline Jupyter Book: its configuration, `conelib.tools.book`, and the built HTML.
 
-The fast tests check `conelib.book` and the book's sources against independent oracles (the
+The fast tests check `conelib.tools.book` and the book's sources against independent oracles (the
 HTML that Altair itself writes for a chart, a JavaScript engine, tarballs built here, regular
 expressions over the pages). The slow tests build a book and open it in headless Chromium with
 the network off (`tests/browser.py`); they skip when `/usr/bin/chromium` or `playwright` is
@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conelib import book
+from conelib.tools import book
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import browser  # noqa: E402  (tests/browser.py, a helper module)
@@ -119,7 +119,7 @@ def test_background_numbers_the_kernel_distance():
 
 
 # ------------------------------------------------------------------------------------------
-# conelib.book, fast
+# conelib.tools.book, fast
 # ------------------------------------------------------------------------------------------
 
 
@@ -274,7 +274,7 @@ def test_bad_arguments_are_clear_errors(tmp_path):
 def test_book_module_does_not_import_torch():
     """Building the book needs no torch: conelib/__init__ loads the torch-based modules, so the
     check is on the module's own imports (its source, and every conelib module it imports)."""
-    code = ("import sys, importlib.util; spec = importlib.util.find_spec('conelib.book'); "
+    code = ("import sys, importlib.util; spec = importlib.util.find_spec('conelib.tools.book'); "
             "print(spec.origin)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr

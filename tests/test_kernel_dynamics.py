@@ -131,8 +131,8 @@ import browser  # noqa: E402
 
 @pytest.mark.slow
 def test_notebook_runs_with_papermill_and_its_page_draws_offline(tmp_path) -> None:
-    from conelib import book
-    from conelib.nbrun import run_notebook
+    from conelib.tools import book
+    from conelib.tools.nbrun import run_notebook
 
     results = tmp_path / "results"
     params = {**{k: (list(v) if isinstance(v, tuple) else v) for k, v in TINY.items()}, "profile": "quick",
@@ -157,7 +157,6 @@ def test_notebook_runs_with_papermill_and_its_page_draws_offline(tmp_path) -> No
     shutil.copy2(ROOT / "_config.yml", root / "_config.yml")
     (root / "_toc.yml").write_text("format: jb-book\nroot: book/generated/kernel_dynamics\n")
     shutil.copy2(ROOT / "book" / "references.bib", root / "book" / "references.bib")
-    shutil.copy2(ROOT / "book" / "phases.md", root / "book" / "phases.md")
     shutil.copytree(ROOT / "book" / "_static", root / "book" / "_static", ignore=shutil.ignore_patterns("vendor"))
     index = book.build_book(root)
     page = index.parent / "book" / "generated" / "kernel_dynamics.html"

@@ -1,4 +1,4 @@
-"""`conelib migrate-results` (conelib.migrate): older files get their full configuration, files
+"""`conelib migrate-results` (conelib.tools.migrate): older files get their full configuration, files
 whose defaults changed are re-keyed, sweep summaries are re-keyed through their grid (blocks
 included), and nothing else changes (values untouched, files already right left alone)."""
 
@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from conelib import migrate
+from conelib.tools import migrate
 from conelib.experiments.kernel_dynamics import KernelDynamicsConfig, kernel_dynamics
 from conelib.results import StaleResultError, config_hash, load_result, result_path, save_result
 from conelib.sweep import SUMMARY_EXPERIMENT, Grid, expand_grid

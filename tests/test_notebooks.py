@@ -13,7 +13,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from conelib import nbparams, nbrun
+from conelib.tools import nbparams, nbrun
 from conelib.config import ParameterError
 from conelib.experiments import KernelDynamicsConfig
 from conelib.results import config_hash

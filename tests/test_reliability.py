@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from conelib import cli, nbparams, nbrun
+from conelib.tools import cli, nbparams, nbrun
 from conelib.config import ParameterError
 from conelib.experiments import KernelDynamicsConfig, SwitchingConfig, kernel_dynamics
 from conelib.experiments import common
@@ -147,12 +147,10 @@ def test_relative_paths_are_made_absolute_where_they_enter(tmp_path, monkeypatch
     # papermill's injected cell, read by resolve() in the kernel: the kernel's working directory
     run = nbparams.resolve("kernel_dynamics", {**TINY_PARAMS, "results_root": "rel", "data_root": "data"})
     assert run.options.results_root == str(tmp_path / "rel") and run.config.data_root == str(tmp_path / "data")
-    from conelib.sweep import _root
-
-    from conelib.sweep import Grid
+    from conelib.sweep import Grid, grid_results_root
 
     grid = Grid.from_mapping({"base": TINY, "grid": {"seed": [0]}})
-    assert _root(grid, "rel") == tmp_path / "rel"  # conelib sweep --results-root
+    assert grid_results_root(grid, "rel") == tmp_path / "rel"  # conelib sweep --results-root
 
 
 def test_paths_in_a_profile_or_grid_file_are_taken_from_that_file(tmp_path, monkeypatch):
@@ -191,7 +189,7 @@ def test_run_notebook_and_conelib_all_hand_the_kernel_absolute_paths(tmp_path, m
     assert (tmp_path / "o.ipynb").is_file()
     seen = {}
     monkeypatch.setattr(nbrun, "run_notebook", lambda name, params, *, output, quiet: seen.update({name: params}))
-    import conelib.book as book_mod
+    import conelib.tools.book as book_mod
 
     monkeypatch.setattr(book_mod, "build_book", lambda strict=False: Path("/x/index.html"))
     monkeypatch.setattr(book_mod, "stale_chapters", lambda: [])
@@ -206,7 +204,7 @@ def _empty_notebook() -> str:
 
 
 def test_reproduce_takes_a_relative_scratch_folder_from_the_current_directory(tmp_path, monkeypatch):
-    from conelib import reproduce
+    from conelib.tools import reproduce
 
     monkeypatch.chdir(tmp_path)
     seen = []
@@ -233,7 +231,7 @@ def test_conelib_run_from_another_folder_writes_where_it_was_asked(tmp_path):
 def test_the_checksum_catches_an_accident_not_a_restamped_edit_which_a_recomputation_catches(tmp_path):
     import netCDF4
 
-    from conelib.reproduce import compare
+    from conelib.tools.reproduce import compare
 
     cfg = KernelDynamicsConfig(**TINY)
     kernel_dynamics(cfg, results_root=tmp_path / "stored", progress=False)

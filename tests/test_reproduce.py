@@ -10,9 +10,9 @@ import os
 import pytest
 import yaml
 
-from conelib import cli
+from conelib.tools import cli
 from conelib.experiments import kernel_dynamics, kernel_dynamics_configs, switching, switching_configs
-from conelib.reproduce import plan, projected_seconds, reproduce
+from conelib.tools.reproduce import plan, projected_seconds, reproduce
 from conelib.results import load_result, result_path, save_result
 from conelib.sweep import load_grid, run_sweep
 
@@ -76,7 +76,7 @@ def test_tolerances_follow_the_intervals_of_the_two_runs():
     import math
 
     from conelib.measures import assess, synthetic
-    from conelib.reproduce import accuracy_tolerance, compare_assessed
+    from conelib.tools.reproduce import accuracy_tolerance, compare_assessed
 
     a = assess(synthetic.trajectory("steady drift", seed=0), n_boot=30, sensitivity=False)
     b = assess(synthetic.trajectory("steady drift", seed=1), n_boot=30, sensitivity=False)

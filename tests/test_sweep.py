@@ -12,7 +12,7 @@ import dataclasses
 import pytest
 import yaml
 
-from conelib import cli
+from conelib.tools import cli
 from conelib.experiments.kernel_dynamics import EXPERIMENT, KernelDynamicsConfig
 from conelib.analysis.atlas_summary import summarize, summary_path
 from conelib.profiles import load_profile

@@ -393,7 +393,7 @@ def test_chart_draws_offline_and_a_click_selects_a_continuation(tiny, tmp_path) 
 
 @pytest.mark.slow
 def test_notebook_runs_with_papermill_and_stores_the_dataset(tmp_path) -> None:
-    from conelib.nbrun import run_notebook
+    from conelib.tools.nbrun import run_notebook
 
     params = dict(profile="quick", model="lenet_300_100", dataset="digits", steps=8, switch_steps=[4], eval_every=4,
                   batch_size=32, lr=0.05, device="cpu", results_root=str(tmp_path / "results"))

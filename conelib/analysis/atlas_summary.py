@@ -34,7 +34,7 @@ from conelib.results import (
     save_result,
     stored_full_config,
 )
-from conelib.sweep import EXPERIMENT, SUMMARY_EXPERIMENT, Grid, _root, expand_grid, failure_path
+from conelib.sweep.grid import EXPERIMENT, SUMMARY_EXPERIMENT, Grid, expand_grid, failure_path, grid_results_root
 
 __all__ = ["CURVES", "MISSING_CODE", "summarize", "summary_path", "run_from_summary"]
 
@@ -57,7 +57,7 @@ RUN_NUMBERS: dict[str, tuple[str, str]] = {
 
 def summary_path(grid: Grid, results_root: str | os.PathLike | None = None) -> os.PathLike:
     """``<results_root>/sweeps/<grid hash>.nc``."""
-    return result_path(SUMMARY_EXPERIMENT, grid.identity(), _root(grid, results_root))
+    return result_path(SUMMARY_EXPERIMENT, grid.identity(), grid_results_root(grid, results_root))
 
 
 def _coord_values(values: Sequence[Any]) -> np.ndarray:
@@ -82,7 +82,7 @@ def summarize(grid: Grid, results_root: str | os.PathLike | None = None, *, n_bo
     at :func:`summary_path`. ``n_boot`` bootstrap draws per run; ``thresholds`` override
     :data:`conelib.measures.THRESHOLDS`."""
     t = check_thresholds(**thresholds)
-    root = _root(grid, results_root)
+    root = grid_results_root(grid, results_root)
     points = expand_grid(grid)
     n = len(points)
     names = _measure_names()

@@ -30,6 +30,6 @@ __all__ = [
 from conelib.charts.switching import switching_chart, switching_gain_chart, switching_summary
 
 __all__ += ["switching_chart", "switching_gain_chart", "switching_summary"]
-from conelib.charts.sweep import atlas_chart, counterexample_chart, measures_chart
+from conelib.charts.atlas import atlas_chart, side_by_side_chart, measures_chart
 
-__all__ += ["atlas_chart", "counterexample_chart", "measures_chart"]
+__all__ += ["atlas_chart", "side_by_side_chart", "measures_chart"]

@@ -14,6 +14,7 @@ import torch
 from conelib import data as data_mod
 from conelib import models
 from conelib.config import Config, ParameterError, absolute_paths, param
+from conelib.models.scaling import OutputScaled
 from conelib.profiles import load_profile, merge, profile_path
 from conelib.train import TrainConfig
 
@@ -270,8 +271,6 @@ def load_data(cfg: RunConfig, device: torch.device) -> "data_mod.TensorData":
 def build_model(cfg: RunConfig, data: "data_mod.TensorData", device: torch.device) -> torch.nn.Module:
     """The run's freshly initialised model (wrapped by :class:`conelib.models.scaling.OutputScaled`
     when ``output_scale`` is set)."""
-    from conelib.models.scaling import OutputScaled
-
     model = models.build(cfg.model, input_shape=data.input_shape, num_classes=data.num_classes, width=cfg.width,
                          norm=cfg.norm, seed=cfg.seed)
     if cfg.output_scale is not None:

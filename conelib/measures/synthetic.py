@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
+from conelib.measures import v2, v3
 from conelib.trajectory import distances_dataset
 
 __all__ = ["PROCESSES", "Process", "expected_verdict", "trajectory", "unit_trajectory"]
@@ -186,8 +187,6 @@ def panel(n_draws: int = 20, seed: int = 100, **thresholds: float) -> xr.Dataset
         :data:`PANEL_MEASURES`, ``expected`` per process, and ``success`` / ``v2_success`` (the share
         of draws judged right).
     """
-    from conelib.measures import v2, v3
-
     if int(n_draws) < 1:
         raise ValueError(f"n_draws must be a positive number of draws, got {n_draws}")
     names = list(PROCESSES)

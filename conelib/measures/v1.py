@@ -11,7 +11,7 @@ page shows both on the stored runs.
 The paper describes the phases by eye (Zhou et al. 2025, Section 4: "Phase I (approximately
 0 < t < 2000)"; "the kernel distance ... first increases and then keeps nearly constant"), and
 leaves open which factors decide whether they appear (Section 5). Here they get stated
-definitions, so that runs can be compared and swept (``book/phases.md`` states the same rules):
+definitions, so that runs can be compared and swept (the book's "Measuring the phases" chapter states the later versions rules):
 
 **End of Phase I** (:func:`phase_one_end`). Let :math:`v(t)` be the kernel velocity
 (eq. 5, :math:`v(t) = S(\\theta_t, \\theta_{t+dt})/dt`) for the smallest stored ``dt``, and

@@ -4,7 +4,7 @@ The paper describes the phases by eye (Zhou et al. 2025, Section 4: "Phase I (ap
 0 < t < 2000)"; in Phase II the adjacent distance is "upper-bounded by the same value for
 different dt", and the distance to a reference step "first increases and then keeps nearly
 constant") and leaves open which factors decide whether they appear (Section 5). Here each of
-those statements becomes a number with a stated definition (``book/phases.md`` states the same),
+those statements becomes a number with a stated definition (the book's "Measuring the phases" chapter states the later versions),
 tested on synthetic trajectories whose answer is known by construction.
 
 Distances as angles. The kernel distance of eq. (4) is :math:`S = 1 - \\cos\\angle(H, H')`, so for
@@ -79,6 +79,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from conelib.measures.v1 import cone_width
 from conelib.trajectory import distances_dataset, trajectory_dataset
 
 __all__ = [
@@ -301,8 +302,6 @@ def late_growth_share(ds: xr.Dataset, ref_step: int) -> float:
     """:math:`(\\hat g(T) - \\hat g(m)) / \\hat g(T)` for :math:`g(t) = S(\\theta_t, \\theta_\\tau)`, with
     :math:`\\hat g` the least-squares line through the second half of :math:`[\\tau, T]` and :math:`m` its
     midpoint; for :math:`S \\propto (t-\\tau)^p` this is close to :math:`1 - 2^{-p}` (see :func:`share_exponent`)."""
-    from conelib.measures.v1 import cone_width
-
     return cone_width(ds, ref_step).late_growth_share
 
 

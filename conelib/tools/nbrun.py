@@ -4,7 +4,7 @@ The source of each notebook is ``notebooks/<name>.md``, a MyST-markdown notebook
 jupytext: people edit it (as text, or in JupyterLab, where jupytext opens it as a notebook and
 saves it back without outputs). Nothing generates it. :func:`run_notebook`
 
-1. checks the parameters (:func:`conelib.nbparams.check`): a bad name or value stops here,
+1. checks the parameters (:func:`conelib.tools.nbparams.check`): a bad name or value stops here,
    before a kernel starts, with the parameter named;
 2. reads the source with jupytext and turns every inline expression ``{eval}`expr``` in its
    markdown into a myst-nb glue: a hidden code cell just before that markdown cell runs
@@ -19,7 +19,7 @@ saves it back without outputs). Nothing generates it. :func:`run_notebook`
    and leaves a ``<name>.failed.json`` marker that the book build reports; success removes both.
 
 Interrupts (SIGINT, Ctrl-C, SIGTERM) while the notebook runs are handled by
-:class:`conelib.nbkernel.Supervisor`: the output stops, the kernel's process group is interrupted
+:class:`conelib.tools.nbkernel.Supervisor`: the output stops, the kernel's process group is interrupted
 (then killed if it does not stop), no output file is written, a chapter is marked stale as after
 a failure, and :class:`NotebookInterrupted` says what was kept. The kernel also goes when the
 runner is killed outright (SIGKILL), taking the processes it started with it.
@@ -40,8 +40,9 @@ from pathlib import Path
 from typing import Any
 
 from conelib import paths
-from conelib.atomic import TMP_MARK, apply_umask, sweep_stale
-from conelib.nbparams import NOTEBOOKS, absolute_paths, check, preflight
+from conelib.atomic import TMP_MARK, apply_umask, atomic_write, sweep_stale
+from conelib.tools.nbkernel import Cancelled, Supervisor
+from conelib.tools.nbparams import NOTEBOOKS, absolute_paths, check, preflight
 
 __all__ = ["run_notebook", "read_source", "inline_to_glue", "source_path", "failure_marker", "STALE_TAG",
            "NotebookFailed", "NotebookInterrupted"]
@@ -157,7 +158,6 @@ def _mark_stale(output: Path, info: dict[str, Any]) -> None:
     """Write the failure marker and, if a previous chapter exists, a warning cell at its top."""
     import nbformat
 
-    from conelib.atomic import atomic_write
 
     marker = failure_marker(output)
     atomic_write(marker, lambda tmp: Path(tmp).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8"))
@@ -191,7 +191,7 @@ def run_notebook(
 
     Relative paths among the parameters (``results_root``, ``data_root``, a profile's file) are
     taken from the current directory and passed to the kernel as absolute paths
-    (:func:`conelib.nbparams.absolute_paths`); so is ``output``.
+    (:func:`conelib.tools.nbparams.absolute_paths`); so is ``output``.
 
     Raises:
         conelib.config.ParameterError: a bad parameter, a missing device or a batch that cannot
@@ -203,7 +203,6 @@ def run_notebook(
     """
     import papermill as pm
 
-    from conelib.nbkernel import Cancelled, Supervisor
 
     parameters = absolute_paths(name, parameters)
     preflight(check(name, parameters))

@@ -1,6 +1,6 @@
 """The Jupyter kernel of a notebook that conelib runs: it stops when asked, and goes with its runner.
 
-:func:`conelib.nbrun.run_notebook` executes a notebook through papermill under a
+:func:`conelib.tools.nbrun.run_notebook` executes a notebook through papermill under a
 :class:`Supervisor`, which differs from papermill's defaults in four ways:
 
 * **Interrupts.** While the notebook runs, SIGINT and SIGTERM do not unwind the runner in the
@@ -9,13 +9,13 @@
   group (the kernel and what it started, e.g. the switching experiment's workers: the running cell
   raises ``KeyboardInterrupt``), lets no further cell start, and, if the kernel has not stopped
   after :data:`GRACE_SECONDS` (or at a second signal), kills that process group. The runner then
-  reports the interrupt (:class:`conelib.nbrun.NotebookInterrupted`).
+  reports the interrupt (:class:`conelib.tools.nbrun.NotebookInterrupted`).
 * **Connection file.** Named ``<tmp>/conelib-kernel.tmp.<runner pid>.<random>.json`` (not
   ``/tmp/tmp*.json``) and removed as soon as the kernel is ready (it has read it; the client keeps
   the ports in memory). If the runner is killed during the kernel's start-up, the launcher (below)
   removes it as it stops; failing that, the next run does (:func:`conelib.atomic.sweep_stale`, as
   for every temporary file of a dead process).
-* **Parent watch.** The kernel runs under this module's launcher (``python -m conelib.nbkernel``,
+* **Parent watch.** The kernel runs under this module's launcher (``python -m conelib.tools.nbkernel``,
   in place of ``-m ipykernel_launcher``), which polls its parent: when the runner is gone (killed
   outright, SIGKILL) it stops the kernel's children, removes the connection file and the kernel's
   own temporary folders (the switching experiment's checkpoints), and exits. ipykernel's own watch
@@ -239,17 +239,17 @@ def _forward(stream: IO[bytes], gate: Gate) -> None:
 
 
 def launcher_command(cmd: list[str]) -> list[str]:
-    """``cmd`` with ``-m ipykernel_launcher`` replaced by ``-m conelib.nbkernel`` (other kernels:
+    """``cmd`` with ``-m ipykernel_launcher`` replaced by ``-m conelib.tools.nbkernel`` (other kernels:
     unchanged)."""
     out = list(cmd)
     for i in range(len(out) - 1):
         if out[i] == "-m" and out[i + 1] == "ipykernel_launcher":
-            out[i + 1] = "conelib.nbkernel"
+            out[i + 1] = "conelib.tools.nbkernel"
     return out
 
 
 # --------------------------------------------------------------------------------------------
-# the launcher: python -m conelib.nbkernel -f <connection file>
+# the launcher: python -m conelib.tools.nbkernel -f <connection file>
 # --------------------------------------------------------------------------------------------
 
 

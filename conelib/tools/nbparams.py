@@ -25,10 +25,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from conelib.config import Config, ParameterError, param, unknown_names_error
+from conelib.analysis.atlas import grid_path
+from conelib.config import Config, ParameterError, absolute_path, param, unknown_names_error
+from conelib.config import absolute_paths as absolute
+from conelib.experiments import KernelDynamicsConfig, SwitchingConfig
+from conelib.experiments.common import preflight as run_preflight
+from conelib.experiments.common import profile_runs
 from conelib.models import MODELS
+from conelib.results import result_path, result_status
+from conelib.sweep import load_grid, pending
 
-__all__ = ["NOTEBOOKS", "AtlasOptions", "ChapterOptions", "Resolved", "resolve", "check", "preflight",
+__all__ = ["NOTEBOOKS", "SPECS", "AtlasOptions", "ChapterOptions", "MeasuresOptions", "Resolved", "resolve", "check", "preflight",
            "absolute_paths", "notebook_parameters", "MARKER"]
 
 #: the first line of every notebook's parameters cell (how :func:`resolve` finds it in the history)
@@ -78,18 +85,26 @@ class NotebookSpec:
     options: type[Config] = ChapterOptions
 
 
-def _specs() -> dict[str, NotebookSpec]:
-    from conelib.experiments import KernelDynamicsConfig, SwitchingConfig
+@dataclass(frozen=True, init=False)
+class MeasuresOptions(Config):
+    """The parameters of the "Measuring the phases" chapter (its validation panel is a stored result)."""
 
-    return {
-        "kernel_dynamics": NotebookSpec("kernel_dynamics", "kernel_dynamics", KernelDynamicsConfig),
-        "switching": NotebookSpec("switching", "switching", SwitchingConfig),
-        "counterexample": NotebookSpec("counterexample", "counterexample", None, AtlasOptions),
-    }
+    LABEL = "the measures notebook"
+
+    results_root: str | None = param(None, "where the validation panel is stored; None: the repository's results/",
+                                     runtime=True, is_path=True)
+    recompute: bool = param(False, "compute the validation panel again even when it is stored", runtime=True)
 
 
-#: the experiment notebooks, in the order the book tells them
-NOTEBOOKS: tuple[str, ...] = ("kernel_dynamics", "switching", "counterexample")
+#: the notebooks, in the order the book tells them: name -> what it reads
+SPECS: dict[str, NotebookSpec] = {
+    "kernel_dynamics": NotebookSpec("kernel_dynamics", "kernel_dynamics", KernelDynamicsConfig),
+    "measures": NotebookSpec("measures", "measures", None, MeasuresOptions),
+    "switching": NotebookSpec("switching", "switching", SwitchingConfig),
+    "atlas": NotebookSpec("atlas", "atlas", None, AtlasOptions),
+}
+#: the notebooks' names, in the book's order
+NOTEBOOKS: tuple[str, ...] = tuple(SPECS)
 
 
 def notebook_parameters(name: str) -> dict[str, Any]:
@@ -104,7 +119,7 @@ def notebook_parameters(name: str) -> dict[str, Any]:
 
 
 def _spec(name: str) -> NotebookSpec:
-    specs = _specs()
+    specs = SPECS
     if name not in specs:
         raise ParameterError("notebook", f"unknown notebook {name!r}; the notebooks are {list(specs)}")
     return specs[name]
@@ -172,11 +187,9 @@ _FILE_OR_NAME = {"profile": (".yaml", ".yml"), "grid": (".yaml", ".yml")}
 def absolute_paths(name: str, given: Mapping[str, Any], base: str | os.PathLike | None = None) -> dict[str, Any]:
     """``given`` with its relative paths made absolute against ``base`` (default: the current
     working directory): ``results_root``, ``data_root``, and a ``profile`` or ``grid`` given as
-    a ``.yaml`` file. :func:`check` does it first, :func:`conelib.nbrun.run_notebook` passes the
+    a ``.yaml`` file. :func:`check` does it first, :func:`conelib.tools.nbrun.run_notebook` passes the
     result to papermill, so a relative path means the folder it was typed in, not ``notebooks/``
     where the notebook's kernel runs."""
-    from conelib.config import absolute_path
-    from conelib.config import absolute_paths as absolute
 
     out = absolute(given, notebook_parameters(name), base)
     for key, suffixes in _FILE_OR_NAME.items():
@@ -196,7 +209,6 @@ def check(name: str, given: Mapping[str, Any]) -> Resolved:
         conelib.config.ParameterError: an unknown name (with the closest valid one and the list of
             all) or a bad value, naming the parameter.
     """
-    from conelib.experiments.common import profile_runs
 
     spec = _spec(name)
     valid = notebook_parameters(name)
@@ -227,14 +239,10 @@ def preflight(resolved: Resolved) -> None:
     Raises:
         conelib.config.ParameterError: naming ``device`` or ``batch_size``.
     """
-    from conelib.experiments.common import preflight as run_preflight
-    from conelib.results import result_path, result_status
 
     opts = resolved.options
     if not resolved.configs:
         if getattr(opts, "compute", False):
-            from conelib.atlas import grid_path
-            from conelib.sweep import load_grid, pending
 
             for point in pending(load_grid(grid_path(opts.grid)), opts.results_root):
                 run_preflight(point.config)

@@ -6,7 +6,7 @@
   run's Figure 1 panels (from the curves the summary keeps) underneath.
 * :func:`measures_chart`: every run placed by the two Phase II coordinates the verdict reads (the
   drift-decay exponent and the growth exponent, with their intervals), the thresholds drawn.
-* :func:`counterexample_chart`: the panels of Figure 1 (Zhou et al. 2025) for several runs side by
+* :func:`side_by_side_chart`: the panels of Figure 1 (Zhou et al. 2025) for several runs side by
   side, one column per run, plus a row with what the end of Phase I is read from.
 
 Charts are always redrawn from stored Datasets, never by retraining.
@@ -234,7 +234,7 @@ def _velocity_frame(ds: xr.Dataset) -> pd.DataFrame:
     return df
 
 
-def counterexample_chart(runs: Mapping[str, xr.Dataset], *, panel_width: int = 200) -> alt.VConcatChart:
+def side_by_side_chart(runs: Mapping[str, xr.Dataset], *, panel_width: int = 200) -> alt.VConcatChart:
     """Figure 1's three panels for each run, one column per run (the paper's Figure 3 beside Figure 1).
 
     Rows: (a) :math:`S(\\theta_t, \\theta_\\tau)` per reference step; (b) the adjacent distance per

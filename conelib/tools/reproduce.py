@@ -7,7 +7,7 @@ mark. The table is also written to ``book/reproducibility_table.md`` (shown on t
 "Reproducibility" page) and to ``<scratch>/reproduce.json``.
 
 How it runs. Every run is one job on Dask distributed, through the same engine as ``conelib sweep``
-(:mod:`conelib.cluster`): a ``LocalCluster`` of ``workers`` single-threaded processes, a running
+(:mod:`conelib.sweep.cluster`): a ``LocalCluster`` of ``workers`` single-threaded processes, a running
 scheduler (``address``), or a client the caller made (SLURM with the ``slurm`` extra). A switching
 run is split into one job per seed (each seed's standard run and its continuations; the same
 computation as in the stored multi-seed file, whose seeds are independent). Jobs are submitted
@@ -55,6 +55,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from conelib import __version__
+from conelib.analysis.atlas_summary import summarize, summary_path
+from conelib.experiments import kernel_dynamics_configs, switching_configs
+from conelib.experiments.kernel_dynamics import KernelDynamicsConfig, kernel_dynamics
+from conelib.experiments.switching import SwitchingConfig, switching
+from conelib.measures import assess
+from conelib.paths import cache_dir, default_results_root, repo_root, sweeps_dir
+from conelib.results import config_hash, load_result, result_path, result_status
+from conelib.sweep import expand_grid, load_grid
+from conelib.sweep.cluster import Job, JobError, check_workers, dask_client, describe, run_jobs
+
 __all__ = ["reproduce", "ReproduceReport", "FLOORS", "STABLE", "compare", "compare_assessed", "accuracy_tolerance",
            "KD_MEASURES", "PlannedRun", "plan", "projected_seconds"]
 
@@ -77,7 +88,6 @@ STABLE = 0.8
 @dataclass
 class ReproduceReport:
     """Rows of (experiment, run, measure, stored, recomputed, tolerance, passed), and timings."""
-
     rows: list[dict[str, Any]] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
@@ -98,7 +108,6 @@ class ReproduceReport:
     def markdown(self) -> str:
         import torch
 
-        from conelib import __version__
 
         head = (f"Last run: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, conelib {__version__}, torch "
                 f"{torch.__version__}, {torch.get_num_threads()} threads"
@@ -211,7 +220,6 @@ class PlannedRun:
 
     @property
     def hash(self) -> str:
-        from conelib.results import config_hash
 
         return config_hash(self.config.identity())
 
@@ -224,9 +232,6 @@ def _wall(ds: Any) -> float:
 
 
 def _atlas_grid(atlas_grid: str | Path | None) -> Any:
-    from conelib.paths import sweeps_dir
-    from conelib.sweep import load_grid
-
     return load_grid(sweeps_dir() / "atlas.yaml" if atlas_grid is None else atlas_grid)
 
 
@@ -251,11 +256,6 @@ def plan(profile: str = "mnist", only: Sequence[str] | None = None, *, quick: bo
     Returns:
         ``(runs, missing)``: runs whose stored counterpart exists, and the stored results not found.
     """
-    from conelib.experiments import kernel_dynamics_configs, switching_configs
-    from conelib.paths import default_results_root
-    from conelib.results import load_result, result_path
-    from conelib.analysis.atlas_summary import summary_path
-    from conelib.sweep import expand_grid
 
     only = list(only or EXPERIMENTS)
     unknown = [e for e in only if e not in EXPERIMENTS]
@@ -303,8 +303,6 @@ def plan(profile: str = "mnist", only: Sequence[str] | None = None, *, quick: bo
 
 
 def _hash(cfg: Any) -> str:
-    from conelib.results import config_hash
-
     return config_hash(cfg.identity())
 
 
@@ -344,21 +342,15 @@ def _job(experiment: str, config: dict[str, Any], results_root: str, torch_threa
     """Recompute one run into ``results_root`` (loaded, not recomputed, when it is already there)."""
     import torch
 
-    from conelib.cluster import JobError
 
     if torch_threads:
         torch.set_num_threads(int(torch_threads))
     t0 = time.perf_counter()
     try:
         if experiment == "kernel_dynamics":
-            from conelib.experiments.kernel_dynamics import KernelDynamicsConfig, kernel_dynamics
-
             ds = kernel_dynamics(KernelDynamicsConfig.from_mapping(config), results_root=results_root, progress=False)
         else:
-            import importlib
-
-            sw = importlib.import_module("conelib.experiments.switching")
-            ds = sw.switching(sw.SwitchingConfig.from_mapping(config), results_root=results_root, progress=False)
+            ds = switching(SwitchingConfig.from_mapping(config), results_root=results_root, progress=False)
     except Exception as err:  # noqa: BLE001 - every failure is reported with its run
         raise JobError(f"{type(err).__name__}: {err}\n{traceback.format_exc()}") from None
     return {"seconds": time.perf_counter() - t0, "pid": os.getpid(), "config_hash": str(ds.attrs["config_hash"])}
@@ -367,9 +359,6 @@ def _job(experiment: str, config: dict[str, Any], results_root: str, torch_threa
 def _recompute(report: ReproduceReport, runs: list[PlannedRun], scratch: Path, *, client: Any, address: str | None,
                workers: int, progress: bool) -> None:
     """Every run not yet in ``scratch``, as Dask jobs (longest first); the others are resumed."""
-    from conelib.cluster import Job, dask_client, describe, run_jobs
-    from conelib.results import result_path, result_status
-
     todo = []
     for r in runs:
         if result_status(result_path(r.experiment, r.config.identity(), scratch)) == "ok":
@@ -397,8 +386,6 @@ def _recompute(report: ReproduceReport, runs: list[PlannedRun], scratch: Path, *
 
 def _fresh(experiment: str, cfg: Any, scratch: Path) -> Any:
     """The recomputed run in ``scratch``, or ``None`` (its job failed)."""
-    from conelib.results import load_result, result_path, result_status
-
     path = result_path(experiment, cfg.identity(), scratch)
     return load_result(path) if result_status(path) == "ok" else None
 
@@ -409,10 +396,6 @@ def _fresh(experiment: str, cfg: Any, scratch: Path) -> Any:
 
 
 def _kernel_dynamics(report: ReproduceReport, profile: str, scratch: Path, runs: list[PlannedRun]) -> None:
-    from conelib.experiments import kernel_dynamics_configs
-    from conelib.measures import assess
-    from conelib.results import load_result, result_path
-
     planned = {r.hash for r in runs if "kernel_dynamics" in r.figures}
     for cfg in kernel_dynamics_configs(profile):
         path = result_path("kernel_dynamics", cfg.identity())
@@ -431,9 +414,6 @@ def _kernel_dynamics(report: ReproduceReport, profile: str, scratch: Path, runs:
 
 
 def _switching(report: ReproduceReport, profile: str, scratch: Path, runs: list[PlannedRun]) -> None:
-    from conelib.experiments import switching_configs
-    from conelib.results import load_result, result_path
-
     planned = {r.hash for r in runs if "switching" in r.figures}
     for cfg in switching_configs(profile):
         path = result_path("switching", cfg.identity())
@@ -461,9 +441,6 @@ def _switching(report: ReproduceReport, profile: str, scratch: Path, runs: list[
 
 def _atlas(report: ReproduceReport, scratch: Path, runs: list[PlannedRun], atlas_grid: str | Path | None,
            quick: bool) -> None:
-    from conelib.paths import default_results_root
-    from conelib.results import load_result
-    from conelib.analysis.atlas_summary import summarize, summary_path
 
     grid = _atlas_grid(atlas_grid)
     path = summary_path(grid, default_results_root())
@@ -490,8 +467,6 @@ def _atlas(report: ReproduceReport, scratch: Path, runs: list[PlannedRun], atlas
 
 def default_scratch(profile: str) -> Path:
     """``<cache>/reproduce/<profile name>``: the same folder from one call to the next (resumable)."""
-    from conelib.paths import cache_dir
-
     return cache_dir() / "reproduce" / Path(str(profile)).stem
 
 
@@ -511,14 +486,13 @@ def reproduce(*, scratch: str | Path | None = None, profile: str = "mnist", only
             whose table is partial).
         quick: one run per experiment, the cheapest (see :func:`plan`).
         fresh: start over in a new temporary folder (with no ``scratch`` given).
-        client, address, workers: where the jobs run (:func:`conelib.cluster.dask_client`).
+        client, address, workers: where the jobs run (:func:`conelib.sweep.cluster.dask_client`).
         atlas_grid: the atlas sweep's grid file (default ``sweeps/atlas.yaml``).
         progress: a text progress bar over the jobs.
 
     Raises:
         ValueError: an unknown experiment in ``only``, ``workers`` < 1, ``fresh`` with a ``scratch``.
     """
-    from conelib.cluster import check_workers
 
     check_workers(workers)
     if fresh and scratch is not None:
@@ -548,7 +522,6 @@ def reproduce(*, scratch: str | Path | None = None, profile: str = "mnist", only
                                                          "jobs": report.jobs, "cluster": report.cluster,
                                                          "quick": quick}, indent=1, default=str))
     if write_page and not quick:
-        from conelib.paths import repo_root
 
         root = repo_root()
         if root is not None:
