@@ -51,7 +51,7 @@ from conelib.yamlio import safe_load
 
 import numpy as np
 
-__all__ = ["Config", "Param", "ParameterError", "param", "parameters", "coerce", "unknown_names_error",
+__all__ = ["Config", "Param", "ParameterError", "param", "parameters", "coerce", "parse_text", "unknown_names_error",
            "absolute_paths", "absolute_path"]
 
 C = TypeVar("C", bound="Config")
@@ -183,7 +183,7 @@ def _own_fields(cls: type) -> list[tuple[dataclasses.Field, Any]]:
 # --------------------------------------------------------------------------------------------
 
 
-def _parse_text(text: str) -> Any:
+def parse_text(text: str) -> Any:
     """A value typed as text, read as YAML 1.2 would (``1e-3`` is a number)."""
     try:
         return safe_load(text)
@@ -218,7 +218,7 @@ def _coerce_to(tp: Any, value: Any, name: str) -> Any:
         args = typing.get_args(tp)
         item = args[0] if args else Any
         if isinstance(value, str):
-            value = _parse_text(value)
+            value = parse_text(value)
         if isinstance(value, (numbers.Real, np.generic)) and not isinstance(value, (bool, np.bool_)):
             value = [value]  # one value for a list parameter (papermill's -p seeds 3)
         if isinstance(value, np.ndarray):
@@ -235,7 +235,7 @@ def _coerce_to(tp: Any, value: Any, name: str) -> Any:
         return _coerce_bool(value, name)
     if tp is int:
         if isinstance(value, str):
-            value = _parse_text(value)
+            value = parse_text(value)
         if isinstance(value, (bool, np.bool_)):
             raise _fail(name, value, "an integer")
         if isinstance(value, numbers.Integral):
@@ -245,7 +245,7 @@ def _coerce_to(tp: Any, value: Any, name: str) -> Any:
         raise _fail(name, value, "an integer")
     if tp is float:
         if isinstance(value, str):
-            value = _parse_text(value)
+            value = parse_text(value)
             if isinstance(value, str) and value.strip().lower().lstrip("+-") in _NON_FINITE:
                 value = float(value)  # "nan", "inf": numbers, refused below for not being finite
         if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):

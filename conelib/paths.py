@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 __all__ = [
     "PACKAGE_DIR",
@@ -100,9 +100,13 @@ def notebooks_dir() -> Path:
     return require_repo("running a notebook") / "notebooks"
 
 
+#: the book's executed notebooks, relative to the checkout (as ``_toc.yml`` names them)
+GENERATED = PurePosixPath("book/generated")
+
+
 def generated_dir() -> Path:
-    """Where the book's executed notebooks go (``book/generated/`` of the checkout)."""
-    return require_repo("building the book") / "book" / "generated"
+    """Where the book's executed notebooks go (:data:`GENERATED` of the checkout)."""
+    return require_repo("building the book") / GENERATED
 
 
 def sweeps_dir() -> Path:

@@ -87,10 +87,6 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def _is_real(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
 def _finite(lo: float | None = None, lo_open: bool = False) -> Callable[[float], bool]:
     def ok(v: float) -> bool:
         if not math.isfinite(v):
@@ -556,6 +552,11 @@ def _check_data(data: Any) -> None:
             raise ValueError(f"data.y_{split} must hold integer class labels; got {y.dtype}")
 
 
+#: training loss and accuracy are measured on a fixed class-balanced subset of at most this many
+#: training images (every experiment uses this default)
+EVAL_TRAIN_MAX = 2048
+
+
 def train(
     model: nn.Module,
     data: Any,
@@ -568,7 +569,7 @@ def train(
     start_step: int = 0,
     optimizer_state: dict | None = None,
     eval_batch_size: int = 1024,
-    eval_train_max: int | None = 2048,
+    eval_train_max: int | None = EVAL_TRAIN_MAX,
     progress: bool = True,
     desc: str | None = None,
     decay_center: Sequence[torch.Tensor] | None = None,

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from synthetic import STEPS, stand_in, trajectory
 
-from conelib.analysis.kernel_dynamics import (assess_runs, fit_step, phase_two_floor, run_label, runs_table,
+from conelib.analysis.kernel_dynamics import (assess_runs, fit_step, late_adjacent_median, run_label, runs_table,
                                              seed_table, stack_seeds)
 from conelib.analysis.text import Facts, describe_range
 from conelib.experiments import KernelDynamicsConfig
@@ -57,11 +57,11 @@ def test_phase_two_floor_of_a_steady_turn_is_the_closed_form():
     tail of the exponential (e^{-5000/300} ~ 6e-8)."""
     omega = 4e-5
     ds = trajectory("steady", omega=omega)
-    floor = phase_two_floor(ds)
+    floor = late_adjacent_median(ds)
     want = 1 - np.cos(omega * ds["dt"].values)
     np.testing.assert_allclose(floor.values, want, rtol=1e-3)
     # the cone's floor does not depend on the gap (i.i.d. jitter: every pair equally far apart)
-    cone = phase_two_floor(trajectory("cone")).values
+    cone = late_adjacent_median(trajectory("cone")).values
     assert cone.max() / cone.min() < 1.1
 
 

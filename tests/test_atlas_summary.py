@@ -159,7 +159,7 @@ def test_atlas_and_side_by_side_charts_hold_every_run(tmp_path):
 def test_cells_group_the_seeds_of_a_factor_left_at_none(tmp_path):
     """``n_train: [null, 200]`` (null: the whole training set) gives two cells of two seeds each;
     a missing value must not break the grouping (pandas keeps NaN through ``astype(str)``)."""
-    from conelib.analysis.atlas import cells, run_label
+    from conelib.analysis.atlas import cells, run_name
 
     grid = Grid.from_mapping({"base": TINY_BASE, "grid": {"seed": [0, 1], "n_train": [None, 200]}})
     summary = summarize(grid, tmp_path, save=False, n_boot=N_BOOT)
@@ -172,4 +172,4 @@ def test_cells_group_the_seeds_of_a_factor_left_at_none(tmp_path):
     for r in summary.run.values:
         n, seed = summary.n_train.values[r], int(summary.seed.values[r])
         want = f"seed={seed}" if np.isnan(n) else f"n_train=200, seed={seed}"
-        assert run_label(summary, int(r)) == want
+        assert run_name(summary, int(r)) == want

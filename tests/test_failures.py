@@ -21,7 +21,7 @@ import pytest
 import xarray as xr
 
 from conelib import atomic, cli, nbrun
-from conelib.config import ParameterError
+from conelib.config import ParameterError, parse_text
 from conelib.experiments import KernelDynamicsConfig, SwitchingConfig, kernel_dynamics
 from conelib.results import load_or_compute, load_result, result_path, save_result, stored_results
 
@@ -226,7 +226,7 @@ def test_values_as_typed_by_people_are_read_as_meant():
     for change in ({"lr": "5e-2"}, {"snapshot_every": 10.0}, {"dts": (10.0,)}, {"dts": (10, 10)}, {"dts": "[10]"}):
         cfg = KernelDynamicsConfig(**{**TINY, **change})
         assert config_hash(cfg.identity()) == config_hash(base.identity()), change
-    assert cli._parse_value("1e-3") == 0.001  # YAML 1.1 would read a string
+    assert parse_text("1e-3") == 0.001  # YAML 1.1 would read a string
 
 
 def test_a_probe_set_larger_than_the_data_is_refused_before_training(tmp_path, monkeypatch):

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from conelib.tools import cli, nbparams, nbrun
-from conelib.config import ParameterError
+from conelib.config import ParameterError, parse_text
 from conelib.experiments import KernelDynamicsConfig, SwitchingConfig, kernel_dynamics
 from conelib.experiments import common
 from conelib.results import config_hash, content_digest, load_result, result_path
@@ -277,7 +277,7 @@ def test_a_boolean_reads_the_same_at_every_entry_point(word, expected, tmp_path)
     ns = lambda v: {"In": [f"{nbparams.MARKER}\nkeep_kernels = None", "", ""], "keep_kernels": v}  # noqa: E731
     readings = {
         "python": KernelDynamicsConfig(**TINY, keep_kernels=word).keep_kernels,
-        "conelib -p": nbparams.check("kernel_dynamics", {**TINY_PARAMS, "keep_kernels": cli._parse_value(word)})
+        "conelib -p": nbparams.check("kernel_dynamics", {**TINY_PARAMS, "keep_kernels": parse_text(word)})
         .config.keep_kernels,
         "papermill -p": nbparams.resolve("kernel_dynamics", {**TINY_PARAMS, **ns(_resolve_type(word))})
         .config.keep_kernels,
@@ -295,7 +295,7 @@ def test_a_word_that_is_not_a_boolean_is_refused_the_same_way_everywhere():
     from papermill.cli import _resolve_type
 
     message = "parameter 'keep_kernels' must be True or False (also true/false, yes/no, on/off, 1/0); got "
-    for value in ("maybe", cli._parse_value("maybe"), _resolve_type("maybe"), 2, "2"):
+    for value in ("maybe", parse_text("maybe"), _resolve_type("maybe"), 2, "2"):
         with pytest.raises(ParameterError) as err:
             KernelDynamicsConfig(**TINY, keep_kernels=value)
         assert str(err.value).startswith(message), str(err.value)
@@ -307,7 +307,7 @@ def test_messages_say_what_is_wrong():
     with pytest.raises(ParameterError) as err:
         KernelDynamicsConfig(**{**TINY, "dts": "[10, x]"})
     assert "must be a list of integers; got [10, 'x']" in str(err.value)
-    for nan in ("nan", cli._parse_value("nan"), cli._parse_value(".nan"), _resolve_type("nan"), float("nan"), "inf",
+    for nan in ("nan", parse_text("nan"), parse_text(".nan"), _resolve_type("nan"), float("nan"), "inf",
                 math.inf, np.float32("nan")):
         with pytest.raises(ParameterError, match=r"^parameter 'lr' must be a finite number; got "):
             KernelDynamicsConfig(**{**TINY, "lr": nan})

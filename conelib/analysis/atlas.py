@@ -45,7 +45,7 @@ from conelib.results import load_result
 from conelib.sweep import load_grid, run_sweep
 
 __all__ = ["cells", "regions", "deciding_factors", "figure3_candidate", "contrast_for", "sensitivity_table",
-           "load_summary", "swept", "run_label", "base_values", "fit_steps", "optimisation_by_verdict",
+           "load_summary", "swept", "run_name", "base_values", "fit_steps", "optimisation_by_verdict",
            "loss_clock", "noise_ball", "values_equal"]
 
 
@@ -93,7 +93,7 @@ def _changed(values: dict[str, Any], base: dict[str, Any]) -> str:
     return ", ".join(f"{d}={v}" for d, v in values.items() if not values_equal(v, base.get(d)))
 
 
-def run_label(summary: xr.Dataset, run: int, *, only: list[str] | None = None) -> str:
+def run_name(summary: xr.Dataset, run: int, *, only: list[str] | None = None) -> str:
     """``"lr=0.3, batch_size=32, seed=0"``: the run's swept values that differ from the base setting,
     and its seed (or the values of ``only``)."""
     row = summary.sel(run=run)

@@ -5,7 +5,7 @@ The chapters quote these numbers (the notebooks only load, draw and glue); the d
 * :func:`fit_step`: the first snapshot step at which the training accuracy (measured on the run's
   fixed class-balanced training subset) reaches a threshold: when the training set is fit, to set
   beside the end of Phase I.
-* :func:`phase_two_floor`: the median single-snapshot adjacent distance :math:`S(\\theta_t,
+* :func:`late_adjacent_median`: the median single-snapshot adjacent distance :math:`S(\\theta_t,
   \\theta_{t+dt})` over the second half of the run for every ``dt``: the "low but non-negligible
   value" of the paper's Figure 1(b).
 * :func:`assess_runs`: the version-3 measures of every run with bootstrap intervals and the
@@ -31,7 +31,7 @@ from conelib.measures import v2
 from conelib.measures.bootstrap import Assessment, assess, seed_interval
 from conelib.measures.v3 import Verdict
 
-__all__ = ["RunAssessment", "assess_runs", "fit_step", "phase_two_floor", "run_label", "runs_table", "seed_table",
+__all__ = ["RunAssessment", "assess_runs", "fit_step", "late_adjacent_median", "run_label", "runs_table", "seed_table",
            "stack_seeds", "SEED_MEASURES"]
 
 #: the measures :func:`seed_table` summarises by default
@@ -50,7 +50,7 @@ def fit_step(ds: xr.Dataset, threshold: float = 1.0) -> int | None:
     return int(ds["step"].values[hit[0]]) if hit.size else None
 
 
-def phase_two_floor(ds: xr.Dataset, start: int | None = None) -> xr.DataArray:
+def late_adjacent_median(ds: xr.Dataset, start: int | None = None) -> xr.DataArray:
     """Median of :math:`S(\\theta_t, \\theta_{t+dt})` over the snapshots ``t >= start`` (default: the
     second half of the run) where ``t + dt`` is a snapshot, for every ``dt``."""
     T = int(ds["step"].max())
@@ -100,7 +100,7 @@ def _extra(ds: xr.Dataset, point: Verdict) -> dict[str, Any]:
         "final_train_loss": float(ds["train_loss"].isel(step=-1)),
         "dist_T_init": float(ds["dist_to_init"].isel(step=-1)),
     }
-    for dt, value in zip(ds["dt"].values, phase_two_floor(ds).values):
+    for dt, value in zip(ds["dt"].values, late_adjacent_median(ds).values):
         out[f"floor_dt{int(dt)}"] = float(value)
     for tau in ds["ref_step"].values:
         out[f"dist_T_tau{int(tau)}"] = float(ds["dist_to_ref"].sel(ref_step=tau).isel(step=-1))

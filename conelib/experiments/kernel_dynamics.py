@@ -31,7 +31,7 @@ from conelib.trajectory import distances_dataset
 from conelib.ntk import KINDS, METHODS, ntk_fn
 from conelib.results import load_or_compute, result_path, save_result
 from conelib.models.scaling import loss_scale
-from conelib.train import train
+from conelib.train import EVAL_TRAIN_MAX, train
 
 EXPERIMENT = "kernel_dynamics"
 
@@ -59,7 +59,7 @@ class KernelDynamicsConfig(RunConfig):
     probe_size: int = param(128, "number of probe examples n on which the eNTK is computed (class-balanced)",
                             check=lambda v: v >= 2, allowed="an integer >= 2")
     kernel_kind: str = param("trace", "eNTK kind: trace (over the logits), full or logit_sum", choices=KINDS)
-    train_eval_size: int = param(2048, "train loss and accuracy are measured on a fixed class-balanced subset "
+    train_eval_size: int = param(EVAL_TRAIN_MAX, "train loss and accuracy are measured on a fixed class-balanced subset "
                                  "of this many training images", check=lambda v: v >= 1, allowed="an integer >= 1")
     ntk_method: str = param("auto", "how the eNTK is computed", choices=METHODS, runtime=True)
     keep_kernels: bool = param(False, "also store the kernels themselves (a separate, large file)", runtime=True)

@@ -60,7 +60,7 @@ Stored (one ``xarray.Dataset``, dims ``switch_step``, ``seed``, ``step``):
 
 * ``final_test_acc``, ``final_test_loss``, ``final_train_loss``, ``final_train_acc``
   (switch_step, seed): :math:`\\theta_{\\mathrm{std}\\to\\mathrm{lin}}(T; t)` on the test set and
-  on a fixed class-stratified subset of (at most) :data:`EVAL_TRAIN_MAX` training examples;
+  on a fixed class-stratified subset of (at most) :data:`conelib.train.EVAL_TRAIN_MAX` training examples;
 * ``test_acc_curve``, ``test_loss_curve``, ``train_loss_curve`` (switch_step, seed, step): each
   continuation's curve, **NaN before its switching step** (the continuation does not exist
   there; the standard curve is stored separately);
@@ -101,7 +101,7 @@ from conelib.experiments.common import (RunConfig, build_model, device_name, loa
 from conelib.linearize import LinearizedModel, linearize
 from conelib.models.scaling import loss_scale
 from conelib.results import load_or_compute, stored_results
-from conelib.train import TrainHistory, TrainingDivergedError, load_checkpoint, train
+from conelib.train import EVAL_TRAIN_MAX, TrainHistory, TrainingDivergedError, load_checkpoint, train
 
 EXPERIMENT = "switching"
 
@@ -109,7 +109,6 @@ EXPERIMENT = "switching"
 POLICIES: tuple[str, ...] = ("carried", "reset")
 
 #: train metrics are computed on a fixed class-stratified subset of this many training examples
-EVAL_TRAIN_MAX = 2048
 
 
 def _is_int(v: Any) -> bool:

@@ -4,9 +4,11 @@ A profile is a YAML file in this folder (package data, so a plain ``pip install`
 with one mapping per experiment notebook, whose keys are parameter names
 (:mod:`conelib.config`), e.g. ``conelib/profiles/mnist.yaml``::
 
-    kernel_dynamics:
+    training:                # shared by every experiment of the profile (the training recipe)
       steps: 10000
       lr: 0.1
+    kernel_dynamics:         # the experiment's own parameters (they override the shared ones)
+      snapshot_every: 50
     switching:
       ...
 
@@ -30,7 +32,10 @@ from conelib.config import ParameterError
 from conelib.paths import profiles_dirs
 from conelib.yamlio import load_file
 
-__all__ = ["available_profiles", "profile_path", "load_profile", "merge"]
+__all__ = ["SHARED", "available_profiles", "profile_path", "load_profile", "merge"]
+
+#: the section whose parameters every experiment of a profile shares (its own section overrides them)
+SHARED = "training"
 
 
 def available_profiles() -> list[str]:
@@ -61,11 +66,14 @@ def load_profile(profile: str | os.PathLike, experiment: str) -> dict[str, Any]:
         raise ParameterError("profile", f"profile {path} must be a mapping of experiment names to parameters")
     if experiment not in data:
         raise ParameterError("profile", f"profile {str(profile)!r} ({path}) has no section {experiment!r}; "
-                             f"it has {sorted(data)}")
-    section = data[experiment] or {}
-    if not isinstance(section, Mapping):
-        raise ParameterError("profile", f"section {experiment!r} of profile {path} must be a mapping of parameters")
-    return dict(section)
+                             f"it has {sorted(k for k in data if k != SHARED)}")
+    out: dict[str, Any] = {}
+    for name in (SHARED, experiment):
+        section = data.get(name) or {}
+        if not isinstance(section, Mapping):
+            raise ParameterError("profile", f"section {name!r} of profile {path} must be a mapping of parameters")
+        out.update(section)
+    return out
 
 
 def merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:

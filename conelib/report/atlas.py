@@ -117,7 +117,7 @@ def atlas_report(summary: xr.Dataset) -> AtlasReport:
         top = np.nanmax(scales) if np.isfinite(scales).any() else np.nan
         sel = stored & (scales == top)
         f.lazy_scale = _fmt(top, "{:g}")
-        f.lazy_verdicts = "; ".join(f"{atlas.run_label(s, int(r))}: {s.verdict.values[r]}"
+        f.lazy_verdicts = "; ".join(f"{atlas.run_name(s, int(r))}: {s.verdict.values[r]}"
                                     for r in s.run.values[sel]) or "—"
         f.lazy_movement = describe_range(s.total_movement.values[sel], "{:.3f}")
         f.lazy_all = bool(sel.any() and all(verdicts[sel] == "two phases, lazy"))
@@ -143,7 +143,7 @@ def atlas_report(summary: xr.Dataset) -> AtlasReport:
     fig3 = atlas.figure3_candidate(s)
     pair = None if fig3 is None else atlas.contrast_for(s, fig3)
     if fig3 is not None:
-        f.fig3 = atlas.run_label(s, fig3)
+        f.fig3 = atlas.run_name(s, fig3)
         f.fig3_verdict = str(s.verdict.sel(run=fig3).values)
         f.fig3_drop = _fmt(float(s["drop"].sel(run=fig3)), "{:.1f}")
         f.fig3_agree = _fmt(100 * float(s.verdict_agreement.sel(run=fig3)), "{:.0f}%")
@@ -155,7 +155,7 @@ def atlas_report(summary: xr.Dataset) -> AtlasReport:
                          + f" of its cell agree ({cell3.verdict})") if cell3.agree else
                         f"the seeds of its cell disagree ({', '.join(cell3.verdicts)})")
     if pair is not None:
-        f.pair = atlas.run_label(s, pair)
+        f.pair = atlas.run_name(s, pair)
         f.pair_verdict = str(s.verdict.sel(run=pair).values)
         f.pair_loss = _fmt(float(s.final_train_loss.sel(run=pair)), "{:.1e}")
         names = json.loads(s.attrs["swept_fields"])

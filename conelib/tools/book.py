@@ -67,7 +67,7 @@ MATHJAX_ENTRY = "mathjax/tex-mml-chtml.js"
 #: parts of the package's ``es5/`` folder that ``tex-mml-chtml.js`` loads (on demand) at run time
 MATHJAX_PARTS = ("tex-mml-chtml.js", "input", "output", "a11y", "ui", "sre", "adaptors")
 #: where executed notebooks are expected, relative to the book root
-GENERATED_DIR = PurePosixPath("book/generated")
+GENERATED_DIR = paths.GENERATED
 #: first line of every placeholder page; only files starting with it are ever deleted
 PLACEHOLDER_MARKER = "<!-- conelib placeholder: written by conelib.tools.book.prepare_static; safe to delete -->"
 #: bump when the layout of the generated assets changes, to force a rewrite

@@ -34,7 +34,7 @@ from typing import Any
 
 from conelib import paths
 from conelib.analysis.atlas_summary import summarize
-from conelib.config import ParameterError
+from conelib.config import ParameterError, parse_text
 from conelib.data import fetch_mnist
 from conelib.profiles import available_profiles, profile_path
 from conelib.sweep import run_sweep_file
@@ -44,18 +44,10 @@ from conelib.tools.migrate import migrate_results
 from conelib.tools.nbparams import NOTEBOOKS, absolute_paths, check, notebook_parameters, preflight
 from conelib.tools.nbrun import NotebookFailed, NotebookInterrupted, run_notebook
 from conelib.tools.reproduce import plan, projected_seconds, reproduce
-from conelib.yamlio import load_file, safe_load
+from conelib.yamlio import load_file
 
 #: errors that are the user's to fix: printed in one line, exit code 2
 USER_ERRORS = (ParameterError, ValueError, FileNotFoundError, PermissionError)
-
-
-def _parse_value(text: str) -> Any:
-    """``-p key value``: the value is read as YAML 1.2 (numbers such as 1e-3, booleans, lists like [1, 2])."""
-    try:
-        return safe_load(text)
-    except Exception:  # noqa: BLE001 - not YAML: the parameter's type check names the problem
-        return text
 
 
 def _parameters(args: argparse.Namespace) -> dict[str, Any]:
@@ -68,7 +60,7 @@ def _parameters(args: argparse.Namespace) -> dict[str, Any]:
             raise ValueError(f"-y {path}: expected a mapping of parameter names to values")
         params.update(extra)
     for key, value in args.param or []:
-        params[key] = _parse_value(value)
+        params[key] = parse_text(value)  # read as YAML 1.2: 1e-3 is a number, [1, 2] a list
     return params
 
 
