@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from conelib import atomic, cli, nbrun
+from conelib import atomic
+from conelib.tools import cli, nbrun
 from conelib.config import ParameterError, parse_text
 from conelib.experiments import KernelDynamicsConfig, SwitchingConfig, kernel_dynamics
 from conelib.results import load_or_compute, load_result, result_path, save_result, stored_results

@@ -56,3 +56,16 @@ def test_committed_results_stay_small():
     assert max(sizes.values()) < 12 * 2**20
     for p in sizes:
         assert not p.name.endswith(".kernels.nc"), f"kernels are not committed: {p}"
+
+
+def test_the_manifest_is_generated_from_the_committed_files():
+    """results/MANIFEST.json and the README's table say what the committed files say of themselves."""
+    from conelib.tools.manifest import check_manifest
+
+    assert check_manifest(RESULTS, _committed()) == []
+
+
+def test_committed_results_record_their_full_configuration():
+    for p in _committed():
+        ds = load_result(p)
+        assert "config_full_json" in ds.attrs, f"{p.name}: run `conelib migrate-results`"

@@ -40,6 +40,7 @@ from conelib.profiles import available_profiles, profile_path
 from conelib.sweep import run_sweep_file
 from conelib.tools.book import build_book, stale_chapters
 from conelib.tools.lab import run_lab
+from conelib.tools.manifest import check_manifest, write_manifest
 from conelib.tools.migrate import migrate_results
 from conelib.tools.nbparams import NOTEBOOKS, absolute_paths, check, notebook_parameters, preflight
 from conelib.tools.nbrun import NotebookFailed, NotebookInterrupted, run_notebook
@@ -206,6 +207,18 @@ def _cmd_lab(args: argparse.Namespace) -> int:
     return run_lab(args.extra)
 
 
+def _cmd_manifest(args: argparse.Namespace) -> int:
+    if args.check:
+        problems = check_manifest(args.root)
+        for p in problems:
+            print(f"[conelib] {p}", file=sys.stderr)
+        return 1 if problems else 0
+    records = write_manifest(args.root)
+    print(f"[conelib] manifest of {len(records)} result file(s) written to {args.root or 'results'}/MANIFEST.json "
+          "and README.md")
+    return 0
+
+
 def _cmd_migrate(args: argparse.Namespace) -> int:
     done = migrate_results(args.root, dry_run=args.dry_run)
     for m in done:
@@ -273,6 +286,10 @@ def build_parser() -> argparse.ArgumentParser:
                      "passed on unchanged")
     lab.set_defaults(func=_cmd_lab)
 
+    man = sub.add_parser("manifest", help="write (or --check) the manifest of the committed results from the files")
+    man.add_argument("root", nargs="?", default=None, help="results folder (default: the repository's results/)")
+    man.add_argument("--check", action="store_true", help="only check that MANIFEST.json and README.md match the files")
+    man.set_defaults(func=_cmd_manifest)
     mig = sub.add_parser("migrate-results", help="bring stored results up to date: full configuration recorded, re-keyed after a default changed")
     mig.add_argument("root", nargs="?", default=None, help="results root (default: the repository's results/)")
     mig.add_argument("--dry-run", action="store_true", help="only list what would change")
