@@ -110,7 +110,7 @@ def test_lr_at_warmup_matches_chained_linearlr_multisteplr():
         ("milestones", (5, 3)),
         ("milestones", (0, 3)),
         ("gamma", 0.0),
-        ("augment", "yes"),
+        ("augment", "maybe"),  # yes/no are booleans (one reading at every entry point)
         ("seed", -1),
     ],
 )
