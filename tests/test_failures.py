@@ -122,11 +122,10 @@ def test_conelib_all_runs_every_notebook_builds_the_book_and_exits_1_on_a_failur
             raise nbrun.NotebookFailed("notebook switching failed: RuntimeError: boom")
         return output
 
-    monkeypatch.setattr(nbrun, "run_notebook", fake_run)
-    import conelib.tools.book as book_mod
+    monkeypatch.setattr(cli, "run_notebook", fake_run)
 
-    monkeypatch.setattr(book_mod, "build_book", lambda strict=False: built.append(1) or Path("/x/index.html"))
-    monkeypatch.setattr(book_mod, "stale_chapters", lambda: ["switching"])
+    monkeypatch.setattr(cli, "build_book", lambda strict=False: built.append(1) or Path("/x/index.html"))
+    monkeypatch.setattr(cli, "stale_chapters", lambda: ["switching"])
     assert cli.main(["all"]) == 1
     assert ran == list(nbrun.NOTEBOOKS) and built == [1]
     err = capsys.readouterr().err
@@ -134,8 +133,8 @@ def test_conelib_all_runs_every_notebook_builds_the_book_and_exits_1_on_a_failur
     # `make main` passes --profile: it reaches the notebooks that read a profile, not the atlas chapter
     ran.clear()
     got = {}
-    monkeypatch.setattr(nbrun, "run_notebook", lambda name, params, *, output, quiet: got.update({name: params}))
-    monkeypatch.setattr(book_mod, "stale_chapters", lambda: [])
+    monkeypatch.setattr(cli, "run_notebook", lambda name, params, *, output, quiet: got.update({name: params}))
+    monkeypatch.setattr(cli, "stale_chapters", lambda: [])
     assert cli.main(["all", "--profile", "mnist"]) == 0
     assert got == {"kernel_dynamics": {"profile": "mnist"}, "measures": {}, "switching": {"profile": "mnist"},
                    "atlas": {}}

@@ -188,11 +188,10 @@ def test_run_notebook_and_conelib_all_hand_the_kernel_absolute_paths(tmp_path, m
     assert got == {"profile": str(tmp_path / "mine.yaml"), "results_root": str(tmp_path / "rel")}
     assert (tmp_path / "o.ipynb").is_file()
     seen = {}
-    monkeypatch.setattr(nbrun, "run_notebook", lambda name, params, *, output, quiet: seen.update({name: params}))
-    import conelib.tools.book as book_mod
+    monkeypatch.setattr(cli, "run_notebook", lambda name, params, *, output, quiet: seen.update({name: params}))
 
-    monkeypatch.setattr(book_mod, "build_book", lambda strict=False: Path("/x/index.html"))
-    monkeypatch.setattr(book_mod, "stale_chapters", lambda: [])
+    monkeypatch.setattr(cli, "build_book", lambda strict=False: Path("/x/index.html"))
+    monkeypatch.setattr(cli, "stale_chapters", lambda: [])
     assert cli.main(["all", "-p", "results_root", "rel"]) == 0
     assert {n: p["results_root"] for n, p in seen.items()} == {n: str(tmp_path / "rel") for n in nbrun.NOTEBOOKS}
 
