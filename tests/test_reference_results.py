@@ -69,3 +69,12 @@ def test_committed_results_record_their_full_configuration():
     for p in _committed():
         ds = load_result(p)
         assert "config_full_json" in ds.attrs, f"{p.name}: run `conelib migrate-results`"
+
+
+def test_the_validation_panel_of_the_measures_is_committed():
+    from conelib.report.measures import EXPERIMENT, PANEL_CONFIG
+
+    path = result_path(EXPERIMENT, PANEL_CONFIG, RESULTS)
+    assert path in set(_committed()), f"the validation panel {path.name} is not committed"
+    panel = load_result(path)
+    assert int(panel.attrs["n_draws"]) == PANEL_CONFIG["n_draws"] and panel.sizes["process"] >= 8

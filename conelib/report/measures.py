@@ -48,11 +48,15 @@ class ValidationReport:
     def summary_sentence(self) -> str:
         p = self.panel
         n = int(p.attrs["n_draws"])
-        worst = p.success.idxmin().item()
-        return (f"Over {n} independent noise draws per process, version 3 judges "
-                f"{100 * float(p.success.min()):.0f}–{100 * float(p.success.max()):.0f}% of the draws of each process "
-                f"right (lowest: {worst}); version 2 judged {100 * float(p.v2_success.min()):.0f}–"
-                f"{100 * float(p.v2_success.max()):.0f}%, and it has no label for a converging kernel.")
+        lo, hi = float(p.success.min()), float(p.success.max())
+        if lo == hi == 1.0:
+            v3 = f"Over {n} independent noise draws per process, version 3 judges every draw of every process right"
+        else:
+            v3 = (f"Over {n} independent noise draws per process, version 3 judges {100 * lo:.0f}–{100 * hi:.0f}% of "
+                  f"the draws of each process right (lowest: {p.success.idxmin().item()})")
+        wrong2 = [str(x) for x in p.process.values[p.v2_success.values < 1]]
+        return (f"{v3}; version 2 judged {100 * float(p.v2_success.min()):.0f}–{100 * float(p.v2_success.max()):.0f}% "
+                f"right (not all draws of: {', '.join(wrong2) or 'none'}), and it has no label for a converging kernel.")
 
 
 def validation_report(results_root: str | Path | None = None, *, recompute: bool = False) -> ValidationReport:
