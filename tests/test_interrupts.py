@@ -133,7 +133,7 @@ def test_sigterm_of_a_book_run_marks_the_chapter_stale(tmp_path):
     old.cells = [nbformat.v4.new_markdown_cell("# Old chapter"), nbformat.v4.new_markdown_cell("old numbers")]
     nbformat.write(old, chapter)
     # the command line, with the book's folder moved to tmp_path (the checkout's is left alone)
-    prefix = ["-c", "import sys; from pathlib import Path; from conelib.tools import cli, nbrun, paths; "
+    prefix = ["-c", "import sys; from pathlib import Path; from conelib import paths; from conelib.tools import cli, nbrun; "
                     f"g = Path({str(generated)!r}); paths.generated_dir = lambda: g; "
                     "nbrun._is_chapter = lambda out: out.parent == g; sys.exit(cli.main(sys.argv[1:]))"]
     proc = _start(tmp_path, ["run", "kernel_dynamics", "--book"], LONG_KD, prefix=prefix)

@@ -68,7 +68,7 @@ def _tiny_copy(folder: Path, results: Path) -> Path:
 @pytest.fixture()
 def lab(tmp_path):
     """A JupyterLab server on a free port, rooted in a folder with the tiny copy, no token."""
-    from conelib.tools.cli import lab_settings
+    from conelib.tools.lab import lab_settings
 
     prefix = tmp_path / "prefix"
     settings = lab_settings(str(prefix))  # only for this server: JUPYTERLAB_SETTINGS_DIR below

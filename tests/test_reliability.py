@@ -207,7 +207,8 @@ def test_reproduce_takes_a_relative_scratch_folder_from_the_current_directory(tm
 
     monkeypatch.chdir(tmp_path)
     seen = []
-    monkeypatch.setattr(reproduce, "_kernel_dynamics", lambda report, profile, scratch: seen.append(scratch))
+    monkeypatch.setattr(reproduce, "_recompute", lambda report, runs, scratch, **kw: None)  # no training here
+    monkeypatch.setattr(reproduce, "_kernel_dynamics", lambda report, profile, scratch, runs: seen.append(scratch))
     report = reproduce.reproduce(scratch="scratch", only=["kernel_dynamics"], write_page=False)
     assert seen == [tmp_path / "scratch"] and report.scratch == tmp_path / "scratch"
     assert (tmp_path / "scratch" / "reproduce.json").is_file()
@@ -215,13 +216,15 @@ def test_reproduce_takes_a_relative_scratch_folder_from_the_current_directory(tm
 
 @pytest.mark.slow
 def test_conelib_run_from_another_folder_writes_where_it_was_asked(tmp_path):
+    # 5 snapshots: the chapter's measures need at least 4
+    params = {**TINY_PARAMS, "steps": 40}
     (tmp_path / "tiny.yaml").write_text("kernel_dynamics:\n" + "".join(
-        f"  {k}: {v}\n" for k, v in TINY_PARAMS.items() if k != "profile"))
+        f"  {k}: {v}\n" for k, v in params.items() if k != "profile"))
     proc = subprocess.run([sys.executable, "-m", "conelib", "run", "kernel_dynamics", "--quiet", "-o", "out.ipynb",
                            "-p", "profile", "tiny.yaml", "-p", "results_root", "relres"],
                           capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    expected = config_hash(KernelDynamicsConfig(**TINY).identity())
+    expected = config_hash(KernelDynamicsConfig(**{**TINY, "steps": 40}).identity())
     assert [p.stem for p in (tmp_path / "relres" / "kernel_dynamics").glob("*.nc")] == [expected]
     assert not (ROOT / "notebooks" / "relres").exists() and (tmp_path / "out.ipynb").is_file()
 

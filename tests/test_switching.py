@@ -309,23 +309,22 @@ def test_summary_numbers_and_verdicts() -> None:
 
 
 def test_phase_one_end_is_read_from_a_matching_kernel_dynamics_result(tmp_path) -> None:
-    from conelib.measures import phase_one_end
+    from conelib.measures import verdict
+    from conelib.measures.synthetic import trajectory
 
     cfg = SwitchingConfig(**TINY)
-    steps = np.arange(0, 41, 2)
-    velocity = np.where(steps < 14, 1.0, 0.01)[:, None] * np.ones((1, 2))
-    kd = xr.Dataset({"velocity": (("step", "dt"), velocity), "adjacent_distance": (("step", "dt"), velocity * 2)},
-                    coords={"step": steps, "dt": [2, 4]})
+    # a synthetic kernel-dynamics result with a known early turn, stored as a run of the same training
+    kd = trajectory("jitter cone", seed=3)
     kd_cfg = {k: getattr(cfg, k) for k in ("model", "dataset", "width", "norm", "batch_size", "lr", "momentum",
                                            "weight_decay", "warmup_steps", "gamma", "augment", "test_fraction",
                                            "seed")}
-    kd_cfg.update(milestones=[], steps=40, snapshot_every=2, dts=[2, 4], taus=[])
+    kd_cfg.update(milestones=[], steps=10_000, snapshot_every=50, dts=[50, 100, 200, 400, 800], taus=[])
     kd.attrs.update(config_json=json.dumps(kd_cfg), config_hash="abc", created="2025-01-01")
     save_result(kd, tmp_path / "kernel_dynamics" / "abc.nc")
     got = matching_phase_one_end(cfg, results_root=tmp_path)
-    assert got == (phase_one_end(kd), "abc") and got[0] is not None
+    assert got == (verdict(kd).phase_one_end, "abc") and got[0] is not None
     assert matching_phase_one_end(cfg.replace(lr=0.1), results_root=tmp_path) == (None, None)
-    assert matching_phase_one_end(cfg.replace(steps=80, switch_steps=()), results_root=tmp_path) == (None, None)
+    assert matching_phase_one_end(cfg.replace(steps=20_000, switch_steps=()), results_root=tmp_path) == (None, None)
     assert matching_phase_one_end(cfg, results_root=tmp_path / "empty") == (None, None)
 
 

@@ -492,9 +492,8 @@ def test_augmentation_uses_conelib_data_augment_batch(monkeypatch):
         calls.append(torch.rand(1, generator=generator).item())
         return x
 
-    monkeypatch.setitem(
-        sys.modules, "conelib.data", types.SimpleNamespace(augment_batch=fake_augment)
-    )
+    # the module (``conelib.train`` is also the name of the function the package re-exports)
+    monkeypatch.setattr(sys.modules["conelib.train"], "augment_batch_fn", fake_augment)
     cfg = TrainConfig(steps=4, batch_size=8)
     train(make_mlp(), make_data(augment=True), cfg, **QUIET)  # augment=None -> data.augment
     first = list(calls)
