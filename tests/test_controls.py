@@ -322,10 +322,14 @@ def test_lr_decay_table_pairs_each_decayed_run_with_its_seed_and_reads_the_const
     noise = t[t.factor == 0.1]
     assert (noise.against == "within").all()
     assert noise.paired.to_numpy() == pytest.approx(np.sqrt(0.1), abs=0.02)
+    assert t.soon.iloc[0] == (2500, 3500)  # the first windows (half-width 250) wholly after the decay
+    assert noise.paired_soon.to_numpy() == pytest.approx(np.sqrt(0.1), abs=0.03)
+    assert (noise.against_soon == "within").all() and (t[t.factor < 0.05].against_soon == "above").all()
     still = t[t.factor < 0.05]
     assert (still.against == "above").all() and (still.paired_hi >= 1.0).all()
     seeds_t = C.lr_decay_seeds(t)
     assert list(seeds_t.against) == ["within", "above"] and list(seeds_t.n_within) == [2, 0]
+    assert list(seeds_t.against_soon) == ["within", "above"] and list(seeds_t.n_within_soon) == [2, 0]
     assert seeds_t.paired.iloc[0] == pytest.approx(np.sqrt(0.1), abs=0.02)
 
 
@@ -366,7 +370,11 @@ def test_controls_report_says_what_the_seeds_show(report):
     assert rep.facts.n_decay_runs == "4" and rep.facts.n_long_runs == "2" and rep.facts.n_control_runs == "8"
     s = rep.sentences["noise_ball"]
     assert "divided by 10 at step 2,000" in s and "divided by 100 at step 2,000" in s
-    assert "The interval of both seeds overlaps the predicted range" in s
+    assert "The interval of both seeds overlaps that range" in s
+    # the stand-ins' losses: geometric from 2.3 to 5e-3 (decayed) and to 1e-3 (base) over 200 snapshots,
+    # so their ratio is 5^(i/200); over the after window (i = 60..200) its geometric mean is 5^0.65
+    assert rep.decay.loss_ratio.to_numpy() == pytest.approx(5 ** 0.65, rel=1e-3)
+    assert rep.facts.decay_x10_loss_ratio == f"{5 ** 0.65:.1f}"
     assert "This is what the noise-ball reading predicts" in s
     assert "does not shrink with the step size in any seed: this contradicts" in s
     assert rep.facts.decay_x10_against == "within" and rep.facts.decay_x100_against == "above"
@@ -404,23 +412,32 @@ def test_quantify(k, n, text):
     assert R.quantify(k, n) == text
 
 
-def _decay_rows(against: list[str], paired_hi: list[float]) -> pd.DataFrame:
+def _decay_rows(against: list[str], paired_hi: list[float], against_loss: list[str] | None = None) -> pd.DataFrame:
     n = len(against)
-    return pd.DataFrame({"against": against, "paired": [0.5] * n, "paired_hi": paired_hi, "after": [(3000, 10_000)] * n})
+    return pd.DataFrame({"against": against, "paired": [0.5] * n, "paired_hi": paired_hi, "after": [(3000, 10_000)] * n,
+                         "against_loss": against_loss or against})
 
 
-@pytest.mark.parametrize("against, his, overall, says", [
-    (["within"] * 3, [0.4] * 3, "within", ["The interval of all 3 seeds overlaps", "This is what the noise-ball"]),
-    (["above"] * 3, [1.2, 1.1, 1.3], "above", ["none of the 3 seeds overlaps", "all 3 seeds lie above",
-                                               "does not shrink with the step size in any seed"]),
-    (["above", "above", "within"], [0.7, 0.8, 0.6], "above", ["1 of 3 seeds overlaps", "2 of 3 seeds lie above",
-                                                              "shrinks, but less than an SGD noise ball"]),
-    (["below"] * 3, [0.05] * 3, "below", ["all 3 seeds lie below", "shrinks more than"]),
+@pytest.mark.parametrize("against, his, overall, loss, says", [
+    (["within"] * 3, [0.4] * 3, "within", None, ["The interval of all 3 seeds overlaps", "This is what the noise-ball"]),
+    (["above"] * 3, [1.2, 1.1, 1.3], "above", None, ["none of the 3 seeds overlaps", "all 3 seeds lie above",
+                                                     "does not shrink with the step size in any seed"]),
+    (["above", "above", "within"], [0.7, 0.8, 0.6], "above", None,
+     ["1 of 3 seeds overlaps", "2 of 3 seeds lie above", "shrinks, but less than an SGD noise ball would:"]),
+    (["below"] * 3, [0.05] * 3, "below", None, ["all 3 seeds lie below", "shrinks more than"]),
+    (["above"] * 3, [0.7] * 3, "above", ["within", "within", "above"],
+     ["stays 4.0 times", "becomes 0.20–0.64, which the interval of 2 of 3 seeds overlaps",
+      "consistent with the noise-ball reading once the loss is accounted for"]),
+    (["above"] * 3, [0.9] * 3, "above", ["above"] * 3,
+     ["which the interval of none of the 3 seeds overlaps", "even with the loss accounted for: the data contradict"]),
 ])
-def test_decay_sentence_quantifies_over_seeds(against, his, overall, says):
+def test_decay_sentence_quantifies_over_seeds(against, his, overall, loss, says):
     row = {"factor": 0.1, "paired": 0.5, "paired_lo": 0.4, "paired_hi": 0.6, "pred_lo": 0.1, "pred_hi": 0.32,
            "against": overall}
-    text = R.decay_sentence(row, _decay_rows(against, his), 2000)
+    if loss is not None:  # the loss-adjusted prediction: x sqrt(4) = 2
+        row.update(loss_ratio=4.0, pred_loss_lo=0.2, pred_loss_hi=0.64,
+                   against_loss="within" if loss.count("within") >= 2 else "above")
+    text = R.decay_sentence(row, _decay_rows(against, his, loss), 2000)
     for phrase in says:
         assert phrase in text, (phrase, text)
 

@@ -26,6 +26,16 @@ different :math:`\\eta / B` the same argument gives a log-log slope of :math:`r`
 between 1/2 and 1 (:func:`atlas_noise_ball`), a weaker test: those runs also sit in different
 basins at different losses.
 
+**The noise depends on the loss.** The gradient-noise covariance :math:`C` is not fixed: near
+interpolation it shrinks with the training loss (for cross-entropy the per-example gradients scale
+with the residuals; Mori, Liu, Ueda and Ziyin 2022 model SGD's noise as proportional to the loss). A
+decayed run trains more slowly, so over the same steps its loss, and with it :math:`C`, stays higher
+than the undecayed run's. With :math:`C \\propto L` both bounds scale by :math:`\\sqrt{L_{decayed} /
+L_{base}}` (the geometric mean of the two training-loss curves' ratio over the window;
+:func:`loss_ratio`): the *loss-adjusted* prediction. Which of the two predictions applies is itself
+measurable: :func:`jitter_loss_exponent` is 1/2 for noise proportional to the loss, 0 for constant
+noise.
+
 **Paired design.** A run whose learning rate is decayed at step :math:`m` is, up to step :math:`m`,
 the same run as the base run of the same seed (same initialisation and data order). So the
 decay's effect is the *paired ratio* :math:`r_{after}(\\text{decayed}) / r_{after}(\\text{base})`
@@ -87,6 +97,7 @@ __all__ = [
     "lr_decay_seeds",
     "lr_decay_table",
     "long_run_table",
+    "loss_ratio",
     "matched_loss",
     "noise_ball_prediction",
     "paired_jitter_ratio",
@@ -246,6 +257,18 @@ def noise_ball_prediction(factor: float) -> tuple[float, float]:
     return (min(f, np.sqrt(f)), max(f, np.sqrt(f)))
 
 
+def loss_ratio(ds: xr.Dataset, reference: xr.Dataset, window: tuple[float, float]) -> float:
+    """The geometric mean over the snapshots in ``window`` of the ratio of the two runs' training
+    losses, :math:`L_{ds}(t) / L_{reference}(t)` (the runs must share their snapshot steps)."""
+    steps = ds["step"].values
+    if not np.array_equal(steps, reference["step"].values):
+        raise ValueError("ds and reference must have the same snapshot steps")
+    sel = _window_mask(steps, window, "window")
+    a = np.log(np.clip(ds["train_loss"].values[sel].astype(float), 1e-30, None))
+    b = np.log(np.clip(reference["train_loss"].values[sel].astype(float), 1e-30, None))
+    return float(np.exp(np.mean(a - b)))
+
+
 def _against(lo: float, hi: float, pred: tuple[float, float]) -> str:
     """Where an interval ``[lo, hi]`` sits against a predicted range."""
     if not (np.isfinite(lo) and np.isfinite(hi)):
@@ -381,21 +404,28 @@ def _pairs(summary: xr.Dataset) -> list[tuple[int, int, dict[str, Any]]]:
 
 
 def lr_decay_table(summary: xr.Dataset, *, before: tuple[float, float] | None = None,
-                   after: tuple[float, float] | None = None, n_boot: int = 200, seed: int = 0,
-                   level: float = LEVEL, half_width: float = THRESHOLDS["half_width"]) -> pd.DataFrame:
+                   after: tuple[float, float] | None = None, soon: tuple[float, float] | None = None,
+                   n_boot: int = 200, seed: int = 0, level: float = LEVEL,
+                   half_width: float = THRESHOLDS["half_width"]) -> pd.DataFrame:
     """The learning-rate decay control, one row per decayed run that has a stored base run of the
     same seed (see the module docstring).
 
     Windows (steps): ``before`` defaults to [1000, m - half_width] (no window reaches past the
-    milestone m), ``after`` to [m + 1000, T].
+    milestone m), ``after`` to [m + 1000, T], ``soon`` to [m + 2 half_width, m + 1500] (the first
+    windows wholly after the decay, where the two runs' losses have not yet drifted apart).
 
     Columns: ``run``, ``reference`` (the base run), ``seed``, ``milestone``, ``factor`` (the decay
     factor of the learning rate), ``j_before``, ``j_after`` (the decayed run's radii), ``ratio``
     (``j_after / j_before``) with ``ratio_lo``/``ratio_hi``, ``ref_ratio`` (the base run's own ratio,
     the natural change) with its interval, ``paired`` (``j_after`` over the base run's over the same
     window) with its interval, ``pred_lo``/``pred_hi`` (:func:`noise_ball_prediction`), ``against``
-    (``below``/``within``/``above`` the prediction), and ``log_draws`` (the paired log-ratio draws,
-    for :func:`lr_decay_seeds`).
+    (``below``/``within``/``above`` the prediction), ``loss_ratio`` (:func:`loss_ratio` over the
+    after window), ``pred_loss_lo``/``pred_loss_hi`` and ``against_loss`` (the loss-adjusted
+    prediction), ``ref_jitter_loss_exponent`` (:func:`jitter_loss_exponent` of the base run from the
+    after window on), the same paired ratio over the ``soon`` window (``paired_soon``, its interval,
+    ``loss_ratio_soon``, the loss-adjusted prediction there ``pred_soon_lo``/``pred_soon_hi`` and
+    ``against_soon``), the verdict and final losses, and ``log_draws``/``log_draws_soon`` (the paired
+    log-ratio draws, for :func:`lr_decay_seeds`).
     """
     rows = []
     for k, (r, ref, v) in enumerate(_pairs(summary)):
@@ -410,7 +440,14 @@ def lr_decay_table(summary: xr.Dataset, *, before: tuple[float, float] | None = 
         base = jitter_change(rs, b, a, n_boot=n_boot, seed=seed + 3 * k + 1, level=level, half_width=half_width)
         paired = paired_jitter_ratio(ds, rs, a, n_boot=n_boot, seed=seed + 3 * k + 2, level=level,
                                      half_width=half_width)
+        w = soon if soon is not None else (m + 2 * half_width, m + 1500)
+        early = paired_jitter_ratio(ds, rs, w, n_boot=n_boot, seed=seed + 3 * k + 1000, level=level,
+                                    half_width=half_width)
         pred = noise_ball_prediction(factor)
+        lr_ = loss_ratio(ds, rs, a)
+        pred_l = (pred[0] * np.sqrt(lr_), pred[1] * np.sqrt(lr_))
+        lr_soon = loss_ratio(ds, rs, w)
+        pred_s = (pred[0] * np.sqrt(lr_soon), pred[1] * np.sqrt(lr_soon))
         row = summary.sel(run=r)
         rows.append({
             "run": r, "reference": ref, "seed": v.get("seed"), "milestone": m, "factor": factor,
@@ -420,6 +457,12 @@ def lr_decay_table(summary: xr.Dataset, *, before: tuple[float, float] | None = 
             "ref_ratio": base.ratio, "ref_ratio_lo": base.lo, "ref_ratio_hi": base.hi,
             "paired": paired.ratio, "paired_lo": paired.lo, "paired_hi": paired.hi,
             "pred_lo": pred[0], "pred_hi": pred[1], "against": _against(paired.lo, paired.hi, pred),
+            "loss_ratio": lr_, "pred_loss_lo": pred_l[0], "pred_loss_hi": pred_l[1],
+            "against_loss": _against(paired.lo, paired.hi, pred_l),
+            "ref_jitter_loss_exponent": jitter_loss_exponent(rs, a[0], half_width=half_width),
+            "soon": w, "paired_soon": early.ratio, "paired_soon_lo": early.lo, "paired_soon_hi": early.hi,
+            "loss_ratio_soon": lr_soon, "pred_soon_lo": pred_s[0], "pred_soon_hi": pred_s[1],
+            "against_soon": _against(early.lo, early.hi, pred_s), "log_draws_soon": early.log_draws,
             "verdict": str(row["verdict"].values), "verdict_agreement": float(row["verdict_agreement"]),
             "final_train_loss": float(row["final_train_loss"]), "final_test_acc": float(row["final_test_acc"]),
             "ref_final_train_loss": float(summary.sel(run=ref)["final_train_loss"]),
@@ -434,18 +477,38 @@ def lr_decay_seeds(table: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0, le
     """Per decay factor, over seeds: the geometric mean of the paired ratios with a hierarchical
     bootstrap interval (:func:`conelib.measures.bootstrap.seed_interval` on the log ratios), the
     prediction, where the interval sits against it, and how many seeds' own intervals lie below,
-    within and above it."""
+    within and above it; the same against the loss-adjusted prediction (the geometric mean of the
+    seeds' loss ratios)."""
     rows = []
     for factor, g in table.groupby("factor", sort=False):
         centre, lo, hi = seed_interval([np.asarray(d) for d in g["log_draws"]], n_boot=n_boot, seed=seed, level=level)
         pred = noise_ball_prediction(float(factor))
+        lr_ = float(np.exp(np.mean(np.log(g["loss_ratio"].astype(float))))) if "loss_ratio" in g else np.nan
+        pred_l = (pred[0] * np.sqrt(lr_), pred[1] * np.sqrt(lr_))
         rows.append({"factor": float(factor), "seeds": len(g), "paired": float(np.exp(centre)),
                      "paired_lo": float(np.exp(lo)), "paired_hi": float(np.exp(hi)),
                      "pred_lo": pred[0], "pred_hi": pred[1], "against": _against(np.exp(lo), np.exp(hi), pred),
+                     "loss_ratio": lr_, "pred_loss_lo": pred_l[0], "pred_loss_hi": pred_l[1],
+                     "against_loss": _against(np.exp(lo), np.exp(hi), pred_l),
+                     "n_within_loss": int((g["against_loss"] == "within").sum()) if "against_loss" in g else 0,
+                     **_soon_seeds(g, pred, n_boot, seed, level),
                      "n_below": int((g["against"] == "below").sum()), "n_within": int((g["against"] == "within").sum()),
                      "n_above": int((g["against"] == "above").sum()),
                      "ratio_range": (float(g["paired"].min()), float(g["paired"].max()))})
     return pd.DataFrame(rows)
+
+
+def _soon_seeds(g: pd.DataFrame, pred: tuple[float, float], n_boot: int, seed: int, level: float) -> dict[str, Any]:
+    if "log_draws_soon" not in g:
+        return {}
+    centre, lo, hi = seed_interval([np.asarray(d) for d in g["log_draws_soon"]], n_boot=n_boot, seed=seed + 1,
+                                   level=level)
+    lr_ = float(np.exp(np.mean(np.log(g["loss_ratio_soon"].astype(float)))))
+    pred_s = (pred[0] * np.sqrt(lr_), pred[1] * np.sqrt(lr_))
+    return {"paired_soon": float(np.exp(centre)), "paired_soon_lo": float(np.exp(lo)),
+            "paired_soon_hi": float(np.exp(hi)), "loss_ratio_soon": lr_, "pred_soon_lo": pred_s[0],
+            "pred_soon_hi": pred_s[1], "against_soon": _against(np.exp(lo), np.exp(hi), pred_s),
+            "n_within_soon": int((g["against_soon"] == "within").sum())}
 
 
 def jitter_curves(summary: xr.Dataset, runs: Sequence[int] | None = None, *,

@@ -80,7 +80,8 @@ def _factor_text(factor: float) -> str:
 
 
 def decay_sentence(seeds_row: pd.Series | dict, rows: pd.DataFrame, milestone: int) -> str:
-    """What one decay factor does to the jitter radius, against the noise-ball prediction.
+    """What one decay factor does to the jitter radius, against the noise-ball prediction (plain,
+    and adjusted for the decayed run's higher training loss when the table has it).
 
     Args:
         seeds_row: a row of :func:`conelib.analysis.controls.lr_decay_seeds`.
@@ -94,31 +95,50 @@ def decay_sentence(seeds_row: pd.Series | dict, rows: pd.DataFrame, milestone: i
     head = (f"With the learning rate {_factor_text(factor)} at step {milestone:,}, the jitter radius after step "
             f"{int(rows['after'].iloc[0][0]):,} is {_iv(r['paired'], r['paired_lo'], r['paired_hi'])} times the "
             f"same seed's undecayed run (geometric mean over {n} seeds, 95% hierarchical-bootstrap interval; "
-            f"per seed {describe_range(rows['paired'], '{:.2f}')}); an SGD noise ball predicts {pred}.")
+            f"per seed {describe_range(rows['paired'], '{:.2f}')}); an SGD noise ball with fixed noise predicts {pred}.")
     within = int((rows["against"] == "within").sum())
     above = int((rows["against"] == "above").sum())
     below = int((rows["against"] == "below").sum())
-    per_seed = (f" The interval of {quantify(within, n)} overlaps the predicted range"
-                + (f"; {quantify(above, n).replace('all ', 'all ')} lie above it" if above else "")
-                + (f"; {quantify(below, n)} lie below it" if below else "") + ".")
+    text = head + (f" The interval of {quantify(within, n)} overlaps that range"
+                   + (f"; {quantify(above, n)} lie above it" if above else "")
+                   + (f"; {quantify(below, n)} lie below it" if below else "") + ".")
+    adjusted = "against_loss" in r and np.isfinite(float(r.get("loss_ratio", np.nan)))
+    if adjusted:
+        wl = int((rows["against_loss"] == "within").sum())
+        text += (f" The decayed runs' training loss stays {_f(r['loss_ratio'], '{:.1f}')} times the undecayed runs' "
+                 f"over that window (geometric mean); if SGD's noise scales with the loss, the prediction becomes "
+                 f"{_f(r['pred_loss_lo'])}–{_f(r['pred_loss_hi'])}, which the interval of {quantify(wl, n)} overlaps.")
+    if "paired_soon" in r and np.isfinite(float(r["paired_soon"])):
+        w = rows["soon"].iloc[0]
+        ws = int((rows["against_soon"] == "within").sum())
+        text += (f" Soon after the decay (windows centred on steps {int(w[0]):,}–{int(w[1]):,}, losses within a factor "
+                 f"{_f(r['loss_ratio_soon'], '{:.1f}')}), the ratio is "
+                 f"{_iv(r['paired_soon'], r['paired_soon_lo'], r['paired_soon_hi'])} against "
+                 f"{_f(r['pred_soon_lo'])}–{_f(r['pred_soon_hi'])} predicted ({r['against_soon']}; "
+                 f"the interval of {quantify(ws, n)} overlaps it).")
+    plain, loss = r["against"], r.get("against_loss") if adjusted else None
     no_shrink = int((rows["paired_hi"] >= 1.0).sum())
-    if r["against"] == "above":
-        if no_shrink == n:
-            verdict = (" The jitter does not shrink with the step size in any seed: this contradicts the reading "
-                       "of the Phase II jitter as an SGD noise ball.")
-        else:
-            verdict = (" The jitter shrinks, but less than an SGD noise ball would: the data contradict the pure "
-                       "noise-ball reading (part of the Phase II movement does not scale with the step).")
-    elif r["against"] == "within":
-        verdict = (" This is what the noise-ball reading predicts: the Phase II jitter scales with the step size as "
-                   "SGD noise does.")
-    elif r["against"] == "below":
-        verdict = (" The jitter shrinks more than the noise-ball bounds allow (e.g. the smaller step has not "
-                   "let the new ball fill in by the end of the run); the shrinking itself is what the "
-                   "noise-ball reading predicts.")
+    if plain == "within":
+        text += (" This is what the noise-ball reading predicts: the Phase II jitter scales with the step size as "
+                 "SGD noise does.")
+    elif plain == "above" and loss == "within":
+        text += (" The jitter shrinks less than a noise ball with fixed noise would, but as much as one whose noise "
+                 "follows the decayed run's higher loss: consistent with the noise-ball reading once the loss is "
+                 "accounted for.")
+    elif plain == "above" and no_shrink == n:
+        text += (" The jitter does not shrink with the step size in any seed: this contradicts the reading "
+                 "of the Phase II jitter as an SGD noise ball.")
+    elif plain == "above":
+        text += (" The jitter shrinks, but less than an SGD noise ball would" + (" even with the loss accounted for"
+                 if adjusted else "") + ": the data contradict the pure noise-ball reading (part of the Phase II "
+                 "movement does not scale with the step).")
+    elif plain == "below":
+        text += (" The jitter shrinks more than the noise-ball bounds allow (e.g. the smaller step has not "
+                 "let the new ball fill in by the end of the run); the shrinking itself is what the "
+                 "noise-ball reading predicts.")
     else:
-        verdict = " The interval could not be determined."
-    return head + per_seed + verdict
+        text += " The interval could not be determined."
+    return text
 
 
 def long_sentence(rows: pd.DataFrame, cell: str = "base setting") -> str:
@@ -259,7 +279,12 @@ class ControlsReport:
             "undecayed: after / before": [_iv(*x) for x in zip(d.ref_ratio, d.ref_ratio_lo, d.ref_ratio_hi)],
             "paired: decayed / undecayed": [_iv(*x) for x in zip(d.paired, d.paired_lo, d.paired_hi)],
             "noise ball predicts": [f"{_f(a)}–{_f(b)}" for a, b in zip(d.pred_lo, d.pred_hi)],
-            "against it": d.against, "verdict": [f"{v} ({100 * a:.0f}%)" for v, a in zip(d.verdict, d.verdict_agreement)],
+            "against it": d.against,
+            "loss ratio": [_f(x, "{:.1f}") for x in d.loss_ratio],
+            "noise ∝ loss predicts": [f"{_f(a)}–{_f(b)}" for a, b in zip(d.pred_loss_lo, d.pred_loss_hi)],
+            "against that": d.against_loss,
+            "paired, soon after": [_iv(*x) for x in zip(d.paired_soon, d.paired_soon_lo, d.paired_soon_hi)],
+            "predicted there": [f"{_f(a)}–{_f(b)}" for a, b in zip(d.pred_soon_lo, d.pred_soon_hi)], "verdict": [f"{v} ({100 * a:.0f}%)" for v, a in zip(d.verdict, d.verdict_agreement)],
             "final train loss": [_f(x, "{:.1e}") for x in d.final_train_loss],
             "test acc.": [_f(100 * x, "{:.2f}%") for x in d.final_test_acc],
         })
@@ -367,12 +392,22 @@ def controls_report(controls: xr.Dataset, long: xr.Dataset | None = None, *, atl
         f[f"decay_{key}"] = _iv(r.paired, r.paired_lo, r.paired_hi)
         f[f"decay_{key}_pred"] = f"{_f(r.pred_lo)}–{_f(r.pred_hi)}"
         f[f"decay_{key}_against"] = r.against
+        f[f"decay_{key}_loss_ratio"] = _f(r.loss_ratio, "{:.1f}")
+        f[f"decay_{key}_pred_loss"] = f"{_f(r.pred_loss_lo)}–{_f(r.pred_loss_hi)}"
+        f[f"decay_{key}_against_loss"] = r.against_loss
+        f[f"decay_{key}_soon"] = _iv(r.paired_soon, r.paired_soon_lo, r.paired_soon_hi)
+        f[f"decay_{key}_pred_soon"] = f"{_f(r.pred_soon_lo)}–{_f(r.pred_soon_hi)}"
+        f[f"decay_{key}_against_soon"] = r.against_soon
         f[f"decay_{key}_verdicts"] = "; ".join(rows.verdict)
         parts.append(decay_sentence(r, rows, int(rows.milestone.iloc[0])))
     if parts:
         ref = decay.drop_duplicates("reference")
         parts.append(f"Without the decay the jitter radius changes by a factor "
-                     f"{describe_range(ref.ref_ratio, '{:.2f}')} between the same windows (the seeds' undecayed runs).")
+                     f"{describe_range(ref.ref_ratio, '{:.2f}')} between the same windows (the seeds' undecayed runs), "
+                     f"and over the after window it goes as the training loss to the power "
+                     f"{describe_range(ref.ref_jitter_loss_exponent, '{:.2f}')} (1/2 for noise proportional to the "
+                     f"loss, 0 for fixed noise).")
+        f.ref_jitter_loss_exponent = describe_range(ref.ref_jitter_loss_exponent, "{:.2f}")
     sentences["noise_ball"] = " ".join(parts) or "No decayed run is stored."
     # the long runs
     if len(long_runs):
