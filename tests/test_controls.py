@@ -496,3 +496,36 @@ def test_atlas_noise_ball_without_the_jitter_radius():
     nb = C.atlas_noise_ball(_atlas_like(0.5).drop_vars("jitter_radius"))
     assert nb["n"] == 0 and nb["against"] == "undetermined"
     assert "not available" in R.atlas_sentence(nb)
+
+
+def _counter_row(lr, wd, warmup, steps, two, fit, loss):
+    return {"momentum": 0.9, "lr": lr, "weight_decay": wd, "warmup_steps": warmup, "steps": steps, "n": 3,
+            "n_two_phases": two, "n_fit": fit, "effective_step": lr / 0.1, "final_train_loss": [loss] * 3}
+
+
+@pytest.mark.parametrize("matched_two, high_two, says", [
+    (3, 0, "at the base's effective step the two phases are back, so the step size, not momentum, removes them"),
+    (0, 0, "momentum removes the early phase even at the base's effective step"),
+    (1, 0, "the seeds do not settle whether it is momentum or the step size"),
+])
+def test_synthesis_sentence_separates_momentum_from_step_size(matched_two, high_two, says):
+    counter = pd.DataFrame([_counter_row(0.1, 0.0, 0, 10_000, high_two, 3, 0.01),
+                            _counter_row(0.01, 0.0, 0, 10_000, matched_two, 3, 0.01),
+                            _counter_row(0.1, 0.0, 1000, 10_000, 3, 3, 0.01)])
+    text = R.synthesis_sentence(counter)
+    assert says in text
+    assert "at lr 0.1 gives two phases in all 3 seeds (without it: " in text
+    assert ("the warm-up restores an early phase" in text) == (high_two < 3)
+
+
+@pytest.mark.parametrize("fit, two, says", [
+    (0, 0, "it never converges at this step size"),
+    (3, 3, "once trained longer it has two phases"),
+    (0, 3, "without fitting the training set"),
+])
+def test_synthesis_sentence_on_the_long_figure3_candidate(fit, two, says):
+    counter = pd.DataFrame([_counter_row(0.1, 5e-3, 0, 10_000, 0, 0, 0.15),
+                            _counter_row(0.1, 5e-3, 0, 30_000, two, fit, 0.05)])
+    text = R.synthesis_sentence(counter)
+    assert "ends at train loss 0.15 at T = 10,000 and 0.05 at T = 30,000" in text
+    assert f"fits the training set in {R.quantify(fit, 3)}" in text and says in text

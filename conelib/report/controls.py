@@ -18,6 +18,7 @@ A self-check cell for the chapter's notebook::
     print(rep.sentences["noise_ball"])        # the learning-rate decay against the prediction
     print(rep.sentences["long"])              # converging or a stationary wobble?
     print(rep.sentences["counterexample"])    # "no two phases" or "not converged"?
+    print(rep.sentences["synthesis"])         # momentum or step size? under-trained?
     display(rep.decay_table(), rep.runs_table(), rep.long_table(), rep.counterexample_table())
     assert rep.facts.n_decay_runs == "6" and rep.facts.n_long_runs == "6"   # every run stored
     jitter_schedule_chart(rep.controls) & verdict_loss_chart(rep.runs) & long_run_chart(rep.long)
@@ -37,7 +38,7 @@ from conelib.analysis import controls as C
 from conelib.analysis.text import Facts, describe_range, format_interval
 
 __all__ = ["ControlsReport", "controls_report", "quantify", "decay_sentence", "long_sentence",
-           "prefix_sentence", "counterexample_sentence", "atlas_sentence"]
+           "prefix_sentence", "counterexample_sentence", "synthesis_sentence", "atlas_sentence"]
 
 
 def quantify(k: int, n: int, noun: str = "seeds") -> str:
@@ -220,6 +221,74 @@ def counterexample_sentence(row: pd.Series | dict, what: str) -> str:
         else:
             text += f" None of the seeds reaches the base's final train loss by step {int(r['steps']):,}."
     return text
+
+
+def _find(counter: pd.DataFrame, *, lr: float, wd: float, warmup: bool, longest: bool = False) -> dict | None:
+    """The momentum-0.9 cell of the counterexample table with these settings (the shortest runs, or
+    the longest with ``longest``); ``None`` if there is none."""
+    if counter.empty:
+        return None
+    sel = counter[np.isclose(counter.momentum, 0.9) & np.isclose(counter.lr, lr) & np.isclose(counter.weight_decay, wd)
+                  & ((counter.warmup_steps > 0) == warmup)]
+    if sel.empty:
+        return None
+    return dict(sel.sort_values("steps").iloc[-1 if longest else 0])
+
+
+def _two(r: dict) -> str:
+    return f"two phases in {quantify(int(r['n_two_phases']), int(r['n']))}"
+
+
+def synthesis_sentence(counter: pd.DataFrame) -> str:
+    """What the momentum controls say together (rows of
+    :func:`conelib.analysis.controls.counterexample_table`): momentum or step size, warm-up, and
+    "no two phases" against "not converged" for the Figure 3 candidate trained longer."""
+    out = []
+    for wd in (0.0, 5e-3):
+        high = _find(counter, lr=0.1, wd=wd, warmup=False)
+        matched = _find(counter, lr=0.01, wd=wd, warmup=False)
+        if high is None or matched is None:
+            continue
+        label = "momentum 0.9" + (f" with weight decay {wd:g}" if wd else "")
+        kh, km = int(high["n_two_phases"]), int(matched["n_two_phases"])
+        nh, nm = int(high["n"]), int(matched["n"])
+        text = (f"With {label}, lr 0.1 (effective step {high['effective_step']:g}) gives {_two(high)}, lr 0.01 "
+                f"(effective step {matched['effective_step']:g}, the base's) {_two(matched)}")
+        if km == nm and kh < nh:
+            text += ": at the base's effective step the two phases are back, so the step size, not momentum, removes them."
+        elif km == 0 and kh == 0:
+            text += ": momentum removes the early phase even at the base's effective step."
+        elif km == kh:
+            text += ": matching the effective step changes nothing."
+        else:
+            text += ": the seeds do not settle whether it is momentum or the step size."
+        out.append(text)
+    high, warm = _find(counter, lr=0.1, wd=0.0, warmup=False), _find(counter, lr=0.1, wd=0.0, warmup=True)
+    if high is not None and warm is not None:
+        kh, kw, nw = int(high["n_two_phases"]), int(warm["n_two_phases"]), int(warm["n"])
+        text = (f"A linear warm-up over the first {int(warm['warmup_steps']):,} steps at lr 0.1 gives {_two(warm)} "
+                f"(without it: {_two(high)})")
+        text += (": the warm-up restores an early phase." if kw == nw and kh < int(high["n"]) else
+                 ": the warm-up does not change the verdict." if kw == kh else ".")
+        out.append(text)
+    short, long = _find(counter, lr=0.1, wd=5e-3, warmup=False), _find(counter, lr=0.1, wd=5e-3, warmup=False,
+                                                                        longest=True)
+    if short is not None and long is not None and int(long["steps"]) > int(short["steps"]):
+        n = int(long["n"])
+        text = (f"The Figure 3 candidate (momentum 0.9, weight decay 0.005, lr 0.1) ends at train loss "
+                f"{describe_range(short['final_train_loss'], '{:.2f}')} at T = {int(short['steps']):,} and "
+                f"{describe_range(long['final_train_loss'], '{:.2g}')} at T = {int(long['steps']):,}; it fits the training "
+                f"set in {quantify(int(long['n_fit']), n)} and shows {_two(long)} over the long run")
+        if int(long["n_fit"]) == 0:
+            text += (": it never converges at this step size, so its \"no two phases\" is the verdict on a run that has "
+                     "not finished optimising." if int(long["n_two_phases"]) == 0 else
+                     ", without fitting the training set.")
+        elif int(long["n_two_phases"]) == n:
+            text += ": once trained longer it has two phases, so its \"no two phases\" at T = 10^4 was an under-trained run."
+        else:
+            text += "."
+        out.append(text)
+    return " ".join(out)
 
 
 def atlas_sentence(nb: dict[str, Any]) -> str:
@@ -431,6 +500,7 @@ def controls_report(controls: xr.Dataset, long: xr.Dataset | None = None, *, atl
                 + (f", warm-up over {r.warmup_steps:,} steps" if r.warmup_steps else ""))
         texts.append(counterexample_sentence(r, what))
     sentences["counterexample"] = " ".join(texts) or "No momentum control is stored."
+    sentences["synthesis"] = synthesis_sentence(counter)
     sentences["atlas"] = atlas_sentence(noise) if atlas is not None else ""
     if noise:
         f.atlas_slope = _iv(*noise["slope"])
