@@ -4,5 +4,7 @@
   with intervals), the mean over seeds, seeds stacked for charts;
 * :mod:`conelib.analysis.atlas_summary`: the atlas summary Dataset built from the stored runs;
 * :mod:`conelib.analysis.atlas`: reading it (cells, regions, the loss clock, the noise ball);
+* :mod:`conelib.analysis.controls`: the controls of "Is it a cone?" (learning-rate decay against the
+  noise-ball prediction, long runs, momentum at matched effective step, verdicts beside the loss);
 * :mod:`conelib.analysis.text`: numbers as text for the prose.
 """

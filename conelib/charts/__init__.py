@@ -33,3 +33,6 @@ __all__ += ["switching_chart", "switching_gain_chart", "switching_summary"]
 from conelib.charts.atlas import atlas_chart, side_by_side_chart, measures_chart
 
 __all__ += ["atlas_chart", "side_by_side_chart", "measures_chart"]
+from conelib.charts.controls import jitter_schedule_chart, long_run_chart, verdict_loss_chart
+
+__all__ += ["jitter_schedule_chart", "long_run_chart", "verdict_loss_chart"]

@@ -22,7 +22,7 @@ Dataset (with a training-loss curve, so every measure can run on it).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,7 +77,8 @@ def _basis_rotate(a: np.ndarray, b: np.ndarray, angle: np.ndarray) -> np.ndarray
 
 def unit_trajectory(process: str, steps: np.ndarray, rng: np.random.Generator, *, dim: int = 64,
                     turn: float = 0.3, tau1: float = 400.0, jitter: float = 0.045,
-                    phase_two: float = 0.15, jitter_corr: float = 0.2) -> np.ndarray:
+                    phase_two: float = 0.15, jitter_corr: float = 0.2,
+                    jitter_schedule: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
     """The unit vectors :math:`u_t` (rows) of one draw of ``process`` at ``steps``.
 
     Args:
@@ -89,6 +90,10 @@ def unit_trajectory(process: str, steps: np.ndarray, rng: np.random.Generator, *
         jitter: the jitter radius (chord) of single kernels around the mean.
         phase_two: the size (rad) of the Phase II movement of the drifting and converging processes.
         jitter_corr: correlation of the jitter between consecutive snapshots (an AR(1) process).
+        jitter_schedule: optional factor :math:`f(t)` multiplying the jitter radius at step :math:`t`
+            (e.g. a radius that halves at a step, as a learning-rate decay would make a noise ball
+            shrink); the same draw of the noise is used, so two trajectories of one seed that differ
+            only in the schedule differ only in the jitter's size.
     """
     if not 0 <= jitter_corr < 1:
         raise ValueError(f"jitter_corr must be in [0, 1), got {jitter_corr}")
@@ -138,6 +143,11 @@ def unit_trajectory(process: str, steps: np.ndarray, rng: np.random.Generator, *
     radius = np.full(len(t), float(jitter))
     if process == "converging drift":  # the noise ball shrinks as training converges (as t^-1/2 from step 1000)
         radius = jitter * np.minimum(1.0, (np.maximum(t, 1.0) / 1000.0) ** -0.5)
+    if jitter_schedule is not None:
+        factor = np.asarray(jitter_schedule(t), dtype=float)
+        if factor.shape != t.shape or not np.all(np.isfinite(factor)) or np.any(factor < 0):
+            raise ValueError("jitter_schedule(steps) must return one finite factor >= 0 per step")
+        radius = radius * factor
     noise = rng.normal(size=mu.shape)
     for i in range(1, len(t)):  # AR(1) in time, correlation `jitter_corr` from one snapshot to the next
         noise[i] = jitter_corr * noise[i - 1] + np.sqrt(1.0 - jitter_corr ** 2) * noise[i]
