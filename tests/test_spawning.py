@@ -1,0 +1,302 @@
+"""The spawning experiment (parent-child spawning and linear mode connectivity), its analysis, report,
+chart, notebook and reproduce hook.
+
+Oracles: closed forms of the barrier (a linear softmax model, whose loss along a straight line is
+convex, and a ReLU pair related by a permutation of its hidden units, whose line has a known bump);
+an independent re-run of the standard training up to each spawn step (bitwise) and the data order
+of :class:`conelib.train.BatchOrder` for the children's first batch; eNTKs computed directly with
+another method and compared with :func:`conelib.kernels.kernel_distance`; the kernel-dynamics run of
+the same training for the parent; scipy's t quantiles and hand-made Datasets for the statistics."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import sys
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+from torch import nn
+
+from conelib import data as data_mod
+from conelib.config import ParameterError
+from conelib.experiments import KernelDynamicsConfig, SpawningConfig, kernel_dynamics, spawning
+from conelib.experiments.common import build_model, load_data
+from conelib.experiments.spawning import (
+    child_data_seed,
+    interpolate_state,
+    interpolation_curves,
+    line_barrier,
+    refuse_batchnorm,
+)
+from conelib.kernels import kernel_distance
+from conelib.ntk import empirical_ntk
+from conelib.train import BatchOrder, train
+
+SP = sys.modules["conelib.experiments.spawning"]
+
+#: a tiny run (seconds): momentum, so that the children also inherit non-trivial optimizer state
+TINY = dict(model="lenet_300_100", dataset="digits", steps=24, spawn_steps=(0, 8, 16), batch_size=32, lr=0.05,
+            momentum=0.9, probe_size=20, train_eval_size=256, device="cpu")
+
+
+# ------------------------------------------------------------------------------------------
+# the barrier against closed forms
+# ------------------------------------------------------------------------------------------
+
+
+def _separable(n: int = 60, d: int = 5, c: int = 3, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """Points near the vertices of a simplex (well separated), labels, and a separating matrix."""
+    rng = np.random.default_rng(seed)
+    centres = 4.0 * np.eye(c, d)
+    y = np.arange(n) % c
+    x = centres[y] + 0.3 * rng.standard_normal((n, d))
+    return torch.tensor(x, dtype=torch.float64), torch.tensor(y), centres
+
+
+def _ce_numpy(w: np.ndarray, b: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    z = x @ w.T + b
+    z = z - z.max(axis=1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return float(-logp[np.arange(len(y)), y].mean()), 100.0 * float((z.argmax(axis=1) != y).mean())
+
+
+def test_a_convex_line_has_no_error_barrier_and_half_the_loss_gap() -> None:
+    """Softmax regression: the logits are linear in the weights and the cross-entropy convex in the
+    logits, so the loss along the line is convex and its maximum is at an end: B_L = |L(0) - L(1)| / 2.
+    Both ends separate the data, and the weights that classify every point correctly form a convex
+    set, so every point of the line does too: B_E = 0."""
+    x, y, centres = _separable()
+    model = nn.Linear(5, 3).double()
+    wa, ba = 1.0 * centres, np.zeros(3)
+    wb, bb = 3.0 * centres + 0.2 * np.random.default_rng(1).standard_normal((3, 5)), np.array([0.1, -0.2, 0.05])
+    sa = {"weight": torch.tensor(wa), "bias": torch.tensor(ba)}
+    sb = {"weight": torch.tensor(wb), "bias": torch.tensor(bb)}
+    alphas = np.linspace(0, 1, 11)
+    got = interpolation_curves(model, sa, sb, alphas, {"set": (x, y)})
+    oracle = [_ce_numpy((1 - a) * wa + a * wb, (1 - a) * ba + a * bb, x.numpy(), y.numpy()) for a in alphas]
+    np.testing.assert_allclose(got["set_loss"], [o[0] for o in oracle], rtol=1e-10)
+    assert np.all(np.diff(got["set_loss"], 2) >= -1e-12)  # convex
+    assert oracle[0][1] == oracle[-1][1] == 0.0
+    assert line_barrier(got["set_error"]) == 0.0
+    l0, l1 = oracle[0][0], oracle[-1][0]
+    assert line_barrier(got["set_loss"]) == pytest.approx(abs(l0 - l1) / 2, rel=1e-10)
+
+
+def test_a_permuted_pair_has_the_closed_form_bump() -> None:
+    """f(x) = W2 relu(W1 x) with hidden units relu(x), relu(-x) and its copy with the two units
+    swapped compute the same function. On x = +1 (class 0) and x = -1 (class 1) the margin along the
+    line is k (1 - 2 alpha)^2, so L(alpha) = log(1 + exp(-k (1 - 2 alpha)^2)); at alpha = 1/2 both
+    logits are 0, the tie goes to class 0 and one of the two points is wrong (50% error)."""
+    k = 3.0
+    model = nn.Sequential(nn.Linear(1, 2, bias=False), nn.ReLU(), nn.Linear(2, 2, bias=False)).double()
+    sa = {"0.weight": torch.tensor([[1.0], [-1.0]]), "2.weight": torch.tensor([[k, 0.0], [0.0, k]])}
+    sb = {"0.weight": torch.tensor([[-1.0], [1.0]]), "2.weight": torch.tensor([[0.0, k], [k, 0.0]])}
+    x, y = torch.tensor([[1.0], [-1.0]], dtype=torch.float64), torch.tensor([0, 1])
+    alphas = np.linspace(0, 1, 11)
+    got = interpolation_curves(model, {n: v.double() for n, v in sa.items()}, {n: v.double() for n, v in sb.items()},
+                               alphas, {"set": (x, y)})
+    np.testing.assert_allclose(got["set_loss"], np.log1p(np.exp(-k * (1 - 2 * alphas) ** 2)), rtol=1e-12)
+    want_err = np.where(np.isclose(alphas, 0.5), 50.0, 0.0)
+    np.testing.assert_array_equal(got["set_error"], want_err)
+    assert line_barrier(got["set_loss"]) == pytest.approx(math.log(2) - math.log1p(math.exp(-k)), rel=1e-12)
+    assert line_barrier(got["set_error"]) == 50.0
+
+
+def test_line_barrier_and_interpolation_basics() -> None:
+    assert line_barrier([1.0, 1.5, 3.0]) == pytest.approx(1.0)  # the far end is the max: 3 - 2
+    assert line_barrier([2.0, 1.0, 2.0]) == 0.0  # a dip is not a barrier
+    with pytest.raises(ValueError, match="at least 2"):
+        line_barrier([1.0])
+    a, b = {"w": torch.randn(3, 4), "n": torch.tensor(5)}, {"w": torch.randn(3, 4), "n": torch.tensor(5)}
+    assert torch.equal(interpolate_state(a, b, 0.0)["w"], a["w"])
+    assert torch.equal(interpolate_state(a, b, 1.0)["w"], b["w"])
+    torch.testing.assert_close(interpolate_state(a, b, 0.25)["w"], 0.75 * a["w"] + 0.25 * b["w"])
+    with pytest.raises(ValueError, match="'n' is not floating"):
+        interpolate_state(a, {**b, "n": torch.tensor(6)}, 0.5)
+    with pytest.raises(ValueError, match="BatchNorm"):
+        refuse_batchnorm(nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2)))
+
+
+# ------------------------------------------------------------------------------------------
+# configuration
+# ------------------------------------------------------------------------------------------
+
+
+def test_config_names_the_bad_parameter_before_any_work(monkeypatch, tmp_path) -> None:
+    cfg = SpawningConfig(**TINY, seeds=[2, 1, 2])
+    assert cfg.seeds == (1, 2) and cfg.seed == 1 and cfg.spawn_steps == (0, 8, 16) and cfg.pairs == [(0, 1)]
+    assert SpawningConfig().steps == 10_000 and SpawningConfig.parameters()["steps"].default == 10_000
+    assert KernelDynamicsConfig.parameters()["steps"].default == 1000  # other experiments keep theirs
+    assert "steps" not in SpawningConfig().identity()
+    for bad, name in (({"spawn_steps": [0, 24]}, "spawn_steps"), ({"spawn_steps": []}, "spawn_steps"),
+                      ({"children": 1}, "children"), ({"barrier_points": 5}, "barrier_points"),
+                      ({"model": "resnet20", "dataset": "digits"}, "norm"),
+                      ({"kernel_kind": "diag"}, "kernel_kind")):
+        with pytest.raises(ParameterError, match=f"parameter '{name}'") as err:
+            SpawningConfig(**{**TINY, **bad})
+        assert err.value.name == name
+    assert SpawningConfig(**{**TINY, "model": "resnet20", "norm": "layernorm"}).norm == "layernorm"
+    monkeypatch.setattr(SP, "train", lambda *a, **k: pytest.fail("trained before the check"))
+    with pytest.raises(ParameterError, match="parameter 'probe_size'"):
+        spawning(SpawningConfig(**{**TINY, "probe_size": 100_000}), results_root=tmp_path, progress=False)
+
+
+def test_child_data_seeds_are_stable_and_distinct() -> None:
+    seeds = {child_data_seed(s, c) for s in range(5) for c in range(3)}
+    assert len(seeds) == 15 and all(v > 10**6 for v in seeds)
+    assert child_data_seed(1, 0) == child_data_seed(1, 0)
+
+
+# ------------------------------------------------------------------------------------------
+# the run: children differ only in their data order; kernels and barriers from the stored numbers
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+    """The tiny experiment with every call of ``train`` recorded: its arguments, the state it
+    started from, the first training batch it saw and the state it ended in."""
+    calls = []
+    real = SP.train
+
+    def spy(model, data, config, **kw):
+        rec = {"start": kw.get("start_step", 0), "data_seed": kw.get("data_seed"),
+               "entry": {k: v.detach().clone() for k, v in model.state_dict().items()},
+               "optimizer_state": copy.deepcopy(kw.get("optimizer_state")), "batches": []}
+
+        def hook(module, inputs):
+            if module.training and len(rec["batches"]) < 1:
+                rec["batches"].append(inputs[0].detach().clone())
+
+        handle = model.register_forward_pre_hook(hook)
+        try:
+            out = real(model, data, config, **kw)
+        finally:
+            handle.remove()
+        rec["exit"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        calls.append(rec)
+        return out
+
+    root = tmp_path_factory.mktemp("results")
+    mp = pytest.MonkeyPatch()
+    mp.setattr(SP, "train", spy)
+    try:
+        cfg = SpawningConfig(**TINY, seeds=(0, 1))
+        ds = spawning(cfg, results_root=root, progress=False)
+    finally:
+        mp.undo()
+    return cfg, ds, calls, root
+
+
+def _calls_of(calls: list, cfg: SpawningConfig, k: int) -> tuple[dict, dict[int, list[dict]]]:
+    """The parent call and the children's calls (by spawn step) of the k-th seed."""
+    per_seed = 1 + len(cfg.spawn_steps) * cfg.children
+    mine = calls[k * per_seed:(k + 1) * per_seed]
+    kids: dict[int, list[dict]] = {}
+    for c in mine[1:]:
+        kids.setdefault(c["start"], []).append(c)
+    return mine[0], kids
+
+
+def test_the_dataset_has_the_documented_layout(recorded) -> None:
+    cfg, ds, _, _ = recorded
+    assert dict(ds.sizes) == {"spawn_step": 3, "seed": 2, "child": 2, "pair": 1, "alpha": 11}
+    assert ds["spawn_step"].values.tolist() == [0, 8, 16] and ds["alpha"].values[[0, 5, -1]].tolist() == [0, 0.5, 1]
+    for name in ("error_barrier", "loss_barrier", "sibling_kernel_distance", "child_test_acc", "child_test_loss",
+                 "child_train_loss", "child_parent_kernel_distance", "parent_test_acc", "parent_train_loss"):
+        assert np.all(np.isfinite(ds[name].values)), name
+    assert ds["error_barrier"].attrs["units"] == "percentage points" and ds["loss_barrier"].attrs["units"] == "nats"
+    assert np.all(ds["error_barrier"].values >= 0) and np.all(ds["loss_barrier"].values >= 0)
+    assert float(ds.attrs["cpu_seconds"]) > 0 and float(ds.attrs["wall_seconds"]) > 0
+    assert ds.attrs["experiment"] == "spawning" and json.loads(ds.attrs["config_full_json"])["children"] == 2
+    assert ds["child_data_seed"].values.tolist() == [[child_data_seed(s, c) for c in range(2)] for s in (0, 1)]
+
+
+def test_children_share_the_spawn_state_bitwise_and_differ_only_in_data_order(recorded) -> None:
+    cfg, ds, calls, _ = recorded
+    assert len(calls) == 2 * (1 + 3 * 2)
+    for k, seed in enumerate(cfg.seeds):
+        rc = cfg.for_seed(seed)
+        data = load_data(rc, torch.device("cpu"))
+        parent, kids = _calls_of(calls, cfg, k)
+        assert parent["start"] == 0 and parent["data_seed"] is None
+        for t in cfg.spawn_steps:
+            a, b = kids[t]
+            # oracle: the standard run trained afresh up to t (CPU training is deterministic)
+            ref = build_model(rc, data, torch.device("cpu"))
+            if t:
+                train(ref, data, rc.train.replace(steps=t), progress=False)
+            for name, value in ref.state_dict().items():
+                assert torch.equal(a["entry"][name], value) and torch.equal(b["entry"][name], value), (t, name)
+            # the same optimizer state (momentum buffers from step 1 on)
+            sa, sb = a["optimizer_state"]["state"], b["optimizer_state"]["state"]
+            assert sa.keys() == sb.keys() and (len(sa) > 0) == (t > 0)
+            for i in sa:
+                assert torch.equal(sa[i]["momentum_buffer"], sb[i]["momentum_buffer"])
+            # their own data orders: the batch of step t is the one BatchOrder gives for the child's seed
+            assert (a["data_seed"], b["data_seed"]) == (child_data_seed(seed, 0), child_data_seed(seed, 1))
+            for c, call in enumerate((a, b)):
+                idx = BatchOrder(len(data.y_train), rc.batch_size, child_data_seed(seed, c)).indices(t)
+                assert torch.equal(call["batches"][0], data.x_train[idx])
+            assert not torch.equal(a["batches"][0], b["batches"][0])
+            parent_idx = BatchOrder(len(data.y_train), rc.batch_size, seed).indices(t)
+            assert not torch.equal(a["batches"][0], data.x_train[parent_idx])
+            assert any(not torch.equal(a["exit"][n], b["exit"][n]) for n in a["exit"])  # they did part
+
+
+def test_kernel_distances_and_barrier_ends_from_direct_computations(recorded) -> None:
+    cfg, ds, calls, _ = recorded
+    for k, seed in enumerate(cfg.seeds):
+        rc = cfg.for_seed(seed)
+        data = load_data(rc, torch.device("cpu"))
+        x_probe, _ = data_mod.probe_subset(data, cfg.probe_size, seed=seed)
+        net = build_model(rc, data, torch.device("cpu"))
+
+        def kernel(state):
+            net.load_state_dict(state)
+            return empirical_ntk(net, x_probe, kind="trace", method="jacobian")
+
+        parent, kids = _calls_of(calls, cfg, k)
+        hp = kernel(parent["exit"])
+        for i, t in enumerate(cfg.spawn_steps):
+            a, b = kids[t]
+            ha, hb = kernel(a["exit"]), kernel(b["exit"])
+            sel = dict(spawn_step=t, seed=seed)
+            assert float(ds["sibling_kernel_distance"].sel(**sel, pair=0)) == pytest.approx(kernel_distance(ha, hb),
+                                                                                            rel=1e-4, abs=1e-7)
+            for c, h in enumerate((ha, hb)):
+                assert float(ds["child_parent_kernel_distance"].sel(**sel, child=c)) == pytest.approx(
+                    kernel_distance(h, hp), rel=1e-4, abs=1e-7)
+            # the line's ends are the children themselves; its middle is their average
+            err = ds["barrier_error_curve"].sel(**sel, pair=0).values
+            loss = ds["barrier_loss_curve"].sel(**sel, pair=0).values
+            acc = ds["child_test_acc"].sel(**sel).values
+            np.testing.assert_allclose([err[0], err[-1]], 100 * (1 - acc), atol=1e-9)
+            np.testing.assert_allclose([loss[0], loss[-1]], ds["child_test_loss"].sel(**sel).values, rtol=1e-6)
+            net.load_state_dict({n: (a["exit"][n] + b["exit"][n]) / 2 for n in a["exit"]})
+            with torch.no_grad():
+                mid = torch.nn.functional.cross_entropy(net.eval()(data.x_test), data.y_test).item()
+            assert loss[5] == pytest.approx(mid, rel=1e-5)
+            assert float(ds["error_barrier"].sel(**sel, pair=0)) == pytest.approx(err.max() - (err[0] + err[-1]) / 2)
+            assert float(ds["loss_barrier"].sel(**sel, pair=0)) == pytest.approx(loss.max() - (loss[0] + loss[-1]) / 2)
+
+
+def test_the_parent_is_the_standard_run_of_kernel_dynamics(recorded, tmp_path) -> None:
+    cfg, ds, _, _ = recorded
+    kd = kernel_dynamics(KernelDynamicsConfig(**{k: v for k, v in TINY.items() if k not in ("spawn_steps",
+                                                                                            "train_eval_size")},
+                                              snapshot_every=8, dts=[8], taus=[8], seed=1),
+                         results_root=tmp_path, progress=False)
+    assert float(ds["parent_test_acc"].sel(seed=1)) == float(kd["test_acc"].sel(step=cfg.steps))
+    assert float(ds["parent_test_acc_at_spawn"].sel(seed=1, spawn_step=8)) == float(kd["test_acc"].sel(step=8))
+
+
+def test_a_stored_result_is_loaded_not_recomputed(recorded, monkeypatch) -> None:
+    cfg, ds, _, root = recorded
+    monkeypatch.setattr(SP, "_run", lambda *a, **k: pytest.fail("recomputed"))
+    again = spawning(cfg, results_root=root, progress=False)
+    xr.testing.assert_identical(again, ds)
