@@ -306,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
                                            "compare with the stored results")
     rep.add_argument("--scratch", default=None, help="where the recomputed results go (default: a new temporary folder)")
     rep.add_argument("--profile", default=None, help="profile of the book's runs (default mnist)")
-    rep.add_argument("--only", nargs="*", default=None, help="only these experiments (kernel_dynamics, switching, atlas)")
+    rep.add_argument("--only", nargs="*", default=None, help="only these experiments (kernel_dynamics, switching, atlas, spawning)")
     rep.add_argument("--no-page", action="store_true", help="do not write the table into the book's page")
     rep.set_defaults(func=_cmd_reproduce)
     return p

@@ -76,17 +76,18 @@ class NotebookSpec:
 
 
 def _specs() -> dict[str, NotebookSpec]:
-    from conelib.experiments import KernelDynamicsConfig, SwitchingConfig
+    from conelib.experiments import KernelDynamicsConfig, SpawningConfig, SwitchingConfig
 
     return {
         "kernel_dynamics": NotebookSpec("kernel_dynamics", "kernel_dynamics", KernelDynamicsConfig),
+        "spawning": NotebookSpec("spawning", "spawning", SpawningConfig),
         "switching": NotebookSpec("switching", "switching", SwitchingConfig),
         "counterexample": NotebookSpec("counterexample", "counterexample", None, AtlasOptions),
     }
 
 
 #: the experiment notebooks, in the order the book tells them
-NOTEBOOKS: tuple[str, ...] = ("kernel_dynamics", "switching", "counterexample")
+NOTEBOOKS: tuple[str, ...] = ("kernel_dynamics", "spawning", "switching", "counterexample")
 
 
 def notebook_parameters(name: str) -> dict[str, Any]:

@@ -223,8 +223,39 @@ def _atlas(report: ReproduceReport, scratch: Path) -> None:
                                {"final_test_acc": accuracy_tolerance(a, 10000)}, SW_MEASURES)
 
 
+def _spawning(report: ReproduceReport, profile: str, scratch: Path) -> None:
+    """Spawning (linear mode connectivity): per model, spawn step and seed, the error barrier within
+    3 binomial standard errors of the children's test error on the test set (percentage points), the
+    loss barrier within 3 standard errors of a mean test loss (from the per-image spread), and the
+    children's mean test accuracy within :func:`accuracy_tolerance`. On the same machine and thread
+    count the recomputation is bitwise equal; elsewhere it is another sample, and a barrier that
+    varies from run to run by more than the test set's resolution (early spawn steps) may fail."""
+    from conelib.analysis.spawning import error_tolerance, loss_tolerance
+    from conelib.experiments import spawning, spawning_configs
+    from conelib.results import load_result, result_path
+
+    floors = {"error_barrier": 0.01, "loss_barrier": 1e-4, "child_test_acc": SW_MEASURES["final_test_acc"]}
+    for cfg in spawning_configs(profile):
+        path = result_path("spawning", cfg.identity())
+        if not path.exists():
+            report.missing.append(f"spawning {cfg.model}")
+            continue
+        old, new = load_result(path), spawning(cfg, results_root=scratch, progress=True)
+        n_test = int(old.attrs.get("n_test", 10000))
+        for t in old["spawn_step"].values:
+            for s in old["seed"].values:
+                o, r = old.sel(spawn_step=t, seed=s), new.sel(spawn_step=t, seed=s)
+                acc = float(o["child_test_acc"].mean())
+                values = [{m: float(x[m].mean()) for m in floors} for x in (o, r)]
+                spread = {"error_barrier": error_tolerance(100 * (1 - acc), n_test),
+                          "loss_barrier": loss_tolerance(float(o["child_test_loss_sd"].mean()), n_test),
+                          "child_test_acc": accuracy_tolerance(acc, n_test)}
+                report.rows += compare("spawning", f"{cfg.model} t={int(t)} seed {int(s)}", values[0], values[1],
+                                       spread, floors)
+
+
 #: the experiments :func:`reproduce` knows, in the order it runs them
-EXPERIMENTS = ("kernel_dynamics", "switching", "atlas")
+EXPERIMENTS = ("kernel_dynamics", "switching", "atlas", "spawning")
 
 
 def reproduce(*, scratch: str | Path | None = None, profile: str = "mnist", only: Sequence[str] | None = None,
@@ -243,7 +274,8 @@ def reproduce(*, scratch: str | Path | None = None, profile: str = "mnist", only
     report = ReproduceReport(scratch=scratch)
     steps = {"kernel_dynamics": lambda: _kernel_dynamics(report, profile, scratch),
              "switching": lambda: _switching(report, profile, scratch),
-             "atlas": lambda: _atlas(report, scratch)}
+             "atlas": lambda: _atlas(report, scratch),
+             "spawning": lambda: _spawning(report, profile, scratch)}
     for name in only:
         t0 = time.perf_counter()
         steps[name]()

@@ -127,7 +127,7 @@ def test_conelib_all_runs_every_notebook_builds_the_book_and_exits_1_on_a_failur
     monkeypatch.setattr(book_mod, "build_book", lambda strict=False: built.append(1) or Path("/x/index.html"))
     monkeypatch.setattr(book_mod, "stale_chapters", lambda: ["switching"])
     assert cli.main(["all"]) == 1
-    assert ran == ["kernel_dynamics", "switching", "counterexample"] and built == [1]
+    assert ran == ["kernel_dynamics", "spawning", "switching", "counterexample"] and built == [1]
     err = capsys.readouterr().err
     assert "switching: FAILED" in err and "the last run of ['switching'] failed" in err
     # `make main` passes --profile: it reaches the notebooks that read a profile, not the atlas chapter
@@ -136,7 +136,8 @@ def test_conelib_all_runs_every_notebook_builds_the_book_and_exits_1_on_a_failur
     monkeypatch.setattr(nbrun, "run_notebook", lambda name, params, *, output, quiet: got.update({name: params}))
     monkeypatch.setattr(book_mod, "stale_chapters", lambda: [])
     assert cli.main(["all", "--profile", "mnist"]) == 0
-    assert got == {"kernel_dynamics": {"profile": "mnist"}, "switching": {"profile": "mnist"}, "counterexample": {}}
+    assert got == {"kernel_dynamics": {"profile": "mnist"}, "spawning": {"profile": "mnist"},
+                   "switching": {"profile": "mnist"}, "counterexample": {}}
     assert cli.main(["run", "counterexample", "--profile", "mnist"]) == 2  # alone: an unknown parameter
 
 

@@ -300,3 +300,221 @@ def test_a_stored_result_is_loaded_not_recomputed(recorded, monkeypatch) -> None
     monkeypatch.setattr(SP, "_run", lambda *a, **k: pytest.fail("recomputed"))
     again = spawning(cfg, results_root=root, progress=False)
     xr.testing.assert_identical(again, ds)
+
+
+# ------------------------------------------------------------------------------------------
+# statistics (hand-made Datasets) and the report's answers
+# ------------------------------------------------------------------------------------------
+
+
+def _fake(barriers, steps=(0, 100, 1000), seeds=(0, 1, 2), acc=0.98, n_test=10_000, sib=None) -> xr.Dataset:
+    b = np.asarray(barriers, dtype=float)[:, :, None]
+    S, K = b.shape[:2]
+    sib = np.full((S, K, 1), 0.01) if sib is None else np.asarray(sib, dtype=float)[:, :, None]
+    return xr.Dataset(
+        {"error_barrier": (("spawn_step", "seed", "pair"), b),
+         "loss_barrier": (("spawn_step", "seed", "pair"), b / 100),
+         "sibling_kernel_distance": (("spawn_step", "seed", "pair"), sib),
+         "child_parent_kernel_distance": (("spawn_step", "seed", "child"), np.repeat(sib, 2, axis=2)),
+         "child_test_acc": (("spawn_step", "seed", "child"), np.full((S, K, 2), acc))},
+        coords={"spawn_step": list(steps), "seed": list(seeds), "pair": [0], "child": [0, 1]},
+        attrs={"n_test": n_test})
+
+
+def test_barrier_summary_is_the_student_t_interval_over_seeds() -> None:
+    from scipy import stats
+
+    from conelib.analysis.spawning import barrier_summary
+
+    b = np.array([[3.0, 5.0, 4.5], [0.2, 0.1, 0.6], [0.0, 0.1, 0.0]])
+    table = barrier_summary(_fake(b))
+    for i, row in table.iterrows():
+        lo, hi = stats.t.interval(0.95, df=2, loc=b[i].mean(), scale=stats.sem(b[i]))
+        assert row["mean"] == pytest.approx(b[i].mean()) and row["low"] == pytest.approx(lo)
+        assert row["high"] == pytest.approx(hi) and row["n"] == 3
+        assert [row[f"seed_{s}"] for s in range(3)] == b[i].tolist()
+    one = barrier_summary(_fake(b[:, :1], seeds=(7,)))
+    assert np.isnan(one["low"]).all() and one["seed_7"].tolist() == b[:, 0].tolist()
+
+
+def test_the_onset_needs_every_seed_at_every_later_step() -> None:
+    from conelib.analysis.spawning import default_tolerance, error_tolerance, lmc_onset, seed_onsets
+
+    steps = (0, 100, 250, 1000, 4000)
+    b = np.array([[5.0, 6.0, 4.0], [0.3, 2.5, 0.2], [0.1, 0.2, 0.9], [0.2, 0.1, 0.3], [0.1, 0.0, 0.2]])
+    ds = _fake(b, steps=steps)
+    assert lmc_onset(ds, 0.5) == 1000  # seed 2 is above 0.5 at step 250
+    assert lmc_onset(ds, 1.0) == 250 and lmc_onset(ds, 3.0) == 100 and lmc_onset(ds, 0.05) is None
+    assert seed_onsets(ds, 0.5) == {0: 100, 1: 250, 2: 1000}
+    assert default_tolerance(ds) == pytest.approx(100 * 3 * math.sqrt(0.02 * 0.98 / 10_000))
+    assert error_tolerance(2.0, 10_000) == pytest.approx(0.42, abs=0.001)
+    with pytest.raises(ValueError, match="percentage"):
+        error_tolerance(150, 100)
+    b[3, 1] = np.nan  # a missing value counts as not connected
+    assert lmc_onset(_fake(b, steps=steps), 1.0) == 4000
+
+
+def test_relation_and_answers_follow_the_seeds() -> None:
+    from conelib.analysis.spawning import SeedPhase, relation
+    from conelib.analysis.text import Facts
+    from conelib.report.spawning import ANSWERS, SpawningReport
+
+    def phase(s, end, lo, hi, J=0.02):
+        return SeedPhase(s, "h", True, end, lo, hi, J, J, J, "two phases, cone")
+
+    assert relation(100, phase(0, 2000, 1800, 2200)) == "before"
+    assert relation(2000, phase(0, 1950, 1800, 2200)) == "within"
+    assert relation(4000, phase(0, 1950, 1800, 2200)) == "after"
+    assert relation(None, phase(0, 1950, 1800, 2200)) == "not reached"
+    assert relation(100, SeedPhase(0, "h", True, None, np.nan, np.nan, np.nan, np.nan, np.nan, "no two phases")) \
+        == "no Phase I end"
+    assert relation(2000, phase(0, 2000, np.nan, np.nan)) == "within"  # no interval: the point
+
+    steps = (0, 100, 1000, 4000)
+    early = _fake([[5, 5, 5], [0.1, 0.2, 0.1], [0, 0, 0], [0, 0, 0]], steps=steps)
+    phases = {s: phase(s, 2000, 1800, 2300) for s in range(3)}
+    rep = SpawningReport({"m": early}, {"m": phases}, {"m": 0.42}, Facts())
+    assert rep.answer("m") == ANSWERS["before"]
+    late = _fake([[5, 5, 5], [5, 5, 5], [5, 5, 5], [0, 0, 0]], steps=steps)
+    rep = SpawningReport({"m": late}, {"m": phases}, {"m": 0.42}, Facts())
+    assert rep.answer("m") == ANSWERS["after"]
+    mixed = _fake([[5, 5, 5], [0, 5, 5], [0, 0, 0], [0, 0, 0]], steps=(0, 100, 2000, 4000))
+    rep = SpawningReport({"m": mixed}, {"m": phases}, {"m": 0.42}, Facts())
+    assert rep.answer("m").startswith(ANSWERS["mixed"]) and "2 × within" in rep.answer("m")
+    table = rep.phase_table("m")
+    assert table["end of Phase I t* [95%]"].tolist() == ["2,000 [1,800, 2,300]"] * 3
+    assert table["onset (barrier ≤ 0.42 points)"].tolist() == ["100", "2,000", "2,000"]
+
+
+def test_sibling_chord_against_the_jitter_radius() -> None:
+    from conelib.analysis.spawning import SeedPhase, sibling_vs_jitter
+
+    sib = np.array([[0.02, 0.0008], [0.0008, 0.0002]])
+    ds = _fake(np.zeros((2, 2)), steps=(0, 1000), seeds=(0, 1), sib=sib)
+    ph = {0: SeedPhase(0, "h", True, 500, 400, 600, 0.02, 0.019, 0.021, "x"),
+          1: SeedPhase(1, "h", False, 500, 400, 600, 0.02, 0.019, 0.021, "x")}
+    t = sibling_vs_jitter(ds, ph).set_index(["spawn_step", "seed"])
+    assert t.loc[(0, 0), "chord"] == pytest.approx(math.sqrt(0.04))
+    assert t.loc[(0, 0), "ratio"] == pytest.approx(math.sqrt(0.02) / 0.02)
+    assert t.loc[(1000, 0), "ratio"] == pytest.approx(math.sqrt(0.0008) / 0.02)
+    assert t.loc[(1000, 0), "jitter_chord"] == pytest.approx(math.sqrt(2) * 0.02)
+    assert np.isnan(t.loc[(0, 1), "ratio"])  # another probe set or kernel: not compared
+
+
+def test_the_matching_kernel_dynamics_run_is_the_parents_training(recorded, tmp_path) -> None:
+    from conelib.analysis.spawning import matching_kernel_dynamics, phase_one_of_seeds
+    from conelib.measures import assess
+
+    cfg, ds, _, _ = recorded
+    kd_args = {k: v for k, v in TINY.items() if k not in ("spawn_steps", "train_eval_size")}
+    common = dict(snapshot_every=2, dts=[2, 4], taus=[4, 8])
+    runs = {
+        "other lr": kernel_dynamics(KernelDynamicsConfig(**{**kd_args, "lr": 0.02}, **common, seed=0),
+                                    results_root=tmp_path, progress=False),
+        "other probe": kernel_dynamics(KernelDynamicsConfig(**{**kd_args, "probe_size": 30}, **common, seed=1),
+                                       results_root=tmp_path, progress=False),
+        "same": kernel_dynamics(KernelDynamicsConfig(**kd_args, **common, seed=0), results_root=tmp_path,
+                                progress=False),
+        "short": kernel_dynamics(KernelDynamicsConfig(**{**kd_args, "steps": 12}, **common, seed=1),
+                                 results_root=tmp_path, progress=False),
+    }
+    got, same = matching_kernel_dynamics(cfg, 0, results_root=tmp_path)
+    assert got.attrs["config_hash"] == runs["same"].attrs["config_hash"] and same
+    got, same = matching_kernel_dynamics(cfg, 1, results_root=tmp_path)
+    assert got.attrs["config_hash"] == runs["other probe"].attrs["config_hash"] and not same
+    phases = phase_one_of_seeds(ds, results_root=tmp_path, n_boot=20)
+    point = assess(runs["same"], n_boot=20, sensitivity=False).point
+    assert phases[0].config_hash == runs["same"].attrs["config_hash"] and phases[0].same_kernel
+    assert phases[0].phase_one_end == point.phase_one_end and phases[0].verdict == point.verdict
+    assert not phases[1].same_kernel
+    empty = phase_one_of_seeds(ds, results_root=tmp_path / "nothing", n_boot=20)
+    assert not empty[0].found and empty[0].verdict == "not measured"
+
+
+# ------------------------------------------------------------------------------------------
+# report, charts, notebook and reproduce
+# ------------------------------------------------------------------------------------------
+
+
+def test_report_and_charts_quote_the_stored_numbers(recorded) -> None:
+    from conelib.analysis.spawning import lmc_onset
+    from conelib.charts import barrier_chart, barrier_curves_chart, sibling_kernel_chart
+    from conelib.report.spawning import spawning_report
+
+    cfg, ds, _, root = recorded
+    rep = spawning_report([ds], results_root=root / "no-kd", n_boot=20)
+    m = "lenet_300_100"
+    f = rep.facts[m]
+    assert f.onset == (lambda v: "not reached" if v is None else f"{v:,}")(lmc_onset(ds, rep.tolerance[m]))
+    assert rep.facts.spawn_steps == "0, 8, 16" and rep.facts.seeds == "0, 1"
+    table = rep.barrier_table(m)
+    assert table["error barrier (points), seed 1"].tolist() == [f"{v:.2f}" for v in
+                                                                ds["error_barrier"].sel(seed=1, pair=0).values]
+    assert "not measured" in rep.findings(m) and rep.answer(m).startswith("cannot be told")
+    spec = barrier_chart(ds, {0: (8, 6, 10)}, 0.5).to_dict()
+    values = [r for d in spec["datasets"].values() for r in d if "error" in r]
+    want = ds["error_barrier"].mean("pair")
+    assert {(r["spawn_step"], int(r["seed"]), round(r["error"], 9)) for r in values} == {
+        (int(t), int(s), round(float(want.sel(spawn_step=t, seed=s)), 9)) for t in ds.spawn_step.values
+        for s in ds.seed.values}
+    spec = sibling_kernel_chart(ds, {0: 0.01}).to_dict()
+    chords = sorted(round(r["chord"], 9) for d in spec["datasets"].values() for r in d
+                    if r.get("what") == "child – child")
+    assert chords == sorted(round(math.sqrt(2 * v), 9) for v in ds["sibling_kernel_distance"].values.ravel())
+    assert barrier_curves_chart(ds).to_dict()["params"][0]["name"] == "pick_seed"
+    with pytest.raises(ValueError, match="spawning Dataset"):
+        barrier_chart(xr.Dataset())
+
+
+@pytest.mark.slow
+def test_notebook_runs_with_papermill_and_stores_the_dataset(tmp_path) -> None:
+    from conelib.nbrun import run_notebook
+    from conelib.results import config_hash, stored_results
+
+    params = dict(profile="quick", model="lenet_300_100", dataset="digits", steps=12, spawn_steps=[0, 6],
+                  batch_size=32, lr=0.05, momentum=0.0, weight_decay=0.0, probe_size=16, device="cpu",
+                  results_root=str(tmp_path / "results"))
+    out = run_notebook("spawning", params, output=tmp_path / "spawning.ipynb", quiet=True)
+    nb = json.loads(out.read_text())
+    assert not [o for c in nb["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    glued = {o["metadata"]["scrapbook"]["name"]: o["data"].get("application/papermill.record/text/plain")
+             for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])
+             if "scrapbook" in o.get("metadata", {})}
+    assert glued and all(v for v in glued.values())
+    (ds,) = stored_results("spawning", tmp_path / "results")
+    want = SpawningConfig.from_profile("quick", "spawning", **{k: v for k, v in params.items()
+                                                               if k not in ("profile", "results_root")})
+    assert ds.attrs["config_hash"] == config_hash(want.identity())
+    assert dict(ds.sizes) == {"spawn_step": 2, "seed": 1, "child": 2, "pair": 1, "alpha": 11}
+
+
+@pytest.mark.timeout(600)
+def test_reproduce_passes_a_faithful_result_and_catches_a_changed_barrier(tmp_path, monkeypatch) -> None:
+    import yaml
+
+    from conelib.reproduce import reproduce
+    from conelib.results import load_result, result_path, save_result
+
+    profile = tmp_path / "tiny.yaml"
+    profile.write_text(yaml.safe_dump({"spawning": {k: (list(v) if isinstance(v, tuple) else v)
+                                                    for k, v in {**TINY, "steps": 12, "spawn_steps": (0, 6)}.items()}}))
+    stored = tmp_path / "stored"
+    monkeypatch.setenv("CONELIB_RESULTS", str(stored))
+    report = reproduce(scratch=tmp_path / "a", profile=str(profile), only=["spawning"], write_page=False)
+    assert not report.ok and report.missing == ["spawning lenet_300_100"]
+    (cfg,) = SP.spawning_configs(str(profile))
+    spawning(cfg, progress=False)
+    report = reproduce(scratch=tmp_path / "b", profile=str(profile), only=["spawning"], write_page=False)
+    assert report.ok, report.frame()
+    assert {r["measure"] for r in report.rows} == {"error_barrier", "loss_barrier", "child_test_acc"}
+    assert len(report.rows) == 3 * 2  # three measures for each of two spawn steps and one seed
+    path = result_path("spawning", cfg.identity(), stored)
+    ds = load_result(path).load()
+    tol = next(r["tolerance"] for r in report.rows if r["measure"] == "error_barrier" and "t=6" in r["run"])
+    assert tol == pytest.approx(100 * 3 * math.sqrt(float(ds["child_test_acc"][1].mean()) *
+                                                    (1 - float(ds["child_test_acc"][1].mean())) / 360))
+    ds["error_barrier"][1] = ds["error_barrier"][1] + 1.5 * tol  # beyond 3 standard errors on 360 test images
+    save_result(ds, path)
+    report = reproduce(scratch=tmp_path / "c", profile=str(profile), only=["spawning"], write_page=False)
+    failed = [(r["run"], r["measure"]) for r in report.rows if not r["passed"]]
+    assert failed == [("lenet_300_100 t=6 seed 0", "error_barrier")]

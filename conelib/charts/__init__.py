@@ -33,3 +33,6 @@ __all__ += ["switching_chart", "switching_gain_chart", "switching_summary"]
 from conelib.charts.sweep import atlas_chart, counterexample_chart, measures_chart
 
 __all__ += ["atlas_chart", "counterexample_chart", "measures_chart"]
+from conelib.charts.spawning import barrier_chart, barrier_curves_chart, sibling_kernel_chart
+
+__all__ += ["barrier_chart", "barrier_curves_chart", "sibling_kernel_chart"]

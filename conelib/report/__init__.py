@@ -3,5 +3,6 @@ sentences a chapter glues (the notebooks only load, call these, draw and glue).
 
 * :mod:`conelib.report.measures`: "Measuring the phases" (the validation panel);
 * :mod:`conelib.report.kernel_dynamics`: Figure 1;
+* :mod:`conelib.report.spawning`: linear mode connectivity of spawned children;
 * :mod:`conelib.report.atlas`: "When does the cone appear?".
 """
