@@ -13,7 +13,9 @@ from __future__ import annotations
 import copy
 import json
 import math
+import shutil
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -37,6 +39,9 @@ from conelib.ntk import empirical_ntk
 from conelib.train import BatchOrder, train
 
 SP = sys.modules["conelib.experiments.spawning"]
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+import browser  # noqa: E402  (tests/browser.py, a helper module)
 
 #: a tiny run (seconds): momentum, so that the children also inherit non-trivial optimizer state
 TINY = dict(model="lenet_300_100", dataset="digits", steps=24, spawn_steps=(0, 8, 16), batch_size=32, lr=0.05,
@@ -467,14 +472,16 @@ def test_report_and_charts_quote_the_stored_numbers(recorded) -> None:
 
 
 @pytest.mark.slow
-def test_notebook_runs_with_papermill_and_stores_the_dataset(tmp_path) -> None:
+def test_notebook_runs_with_papermill_and_its_page_draws_offline(tmp_path) -> None:
+    from conelib import book
     from conelib.nbrun import run_notebook
     from conelib.results import config_hash, stored_results
 
     params = dict(profile="quick", model="lenet_300_100", dataset="digits", steps=12, spawn_steps=[0, 6],
                   batch_size=32, lr=0.05, momentum=0.0, weight_decay=0.0, probe_size=16, device="cpu",
                   results_root=str(tmp_path / "results"))
-    out = run_notebook("spawning", params, output=tmp_path / "spawning.ipynb", quiet=True)
+    root = tmp_path / "book_root"
+    out = run_notebook("spawning", params, output=root / "book" / "generated" / "spawning.ipynb", quiet=True)
     nb = json.loads(out.read_text())
     assert not [o for c in nb["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
     glued = {o["metadata"]["scrapbook"]["name"]: o["data"].get("application/papermill.record/text/plain")
@@ -486,6 +493,22 @@ def test_notebook_runs_with_papermill_and_stores_the_dataset(tmp_path) -> None:
                                                                if k not in ("profile", "results_root")})
     assert ds.attrs["config_hash"] == config_hash(want.identity())
     assert dict(ds.sizes) == {"spawn_step": 2, "seed": 1, "child": 2, "pair": 1, "alpha": 11}
+
+    if not browser.chromium_available():
+        pytest.skip("headless Chromium (Debian package chromium) and playwright are needed for the page check")
+    shutil.copy2(ROOT / "_config.yml", root / "_config.yml")
+    (root / "_toc.yml").write_text("format: jb-book\nroot: book/generated/spawning\nchapters:\n  - file: book/phases\n")
+    shutil.copy2(ROOT / "book" / "references.bib", root / "book" / "references.bib")
+    shutil.copy2(ROOT / "book" / "phases.md", root / "book" / "phases.md")
+    shutil.copytree(ROOT / "book" / "_static", root / "book" / "_static", ignore=shutil.ignore_patterns("vendor"))
+    index = book.build_book(root)
+    page = index.parent / "book" / "generated" / "spawning.html"
+    report = browser.check_page(page, screenshot=tmp_path / "spawning.png")
+    assert report.n_vega_embeds >= 3 and report.n_vega_svg_or_canvas >= 3, report  # barriers, kernels, lines
+    assert report.page_errors == [] and report.console_errors == [], report
+    assert report.failed_requests == [] and [r for r in report.blocked_requests if "favicon" not in r] == []
+    assert report.math_typeset and report.math_errors == []
+    assert ds.attrs["config_hash"] in page.read_text(encoding="utf-8")
 
 
 @pytest.mark.timeout(600)
