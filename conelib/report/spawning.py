@@ -29,7 +29,8 @@ __all__ = ["SpawningReport", "spawning_report", "phase_interval_text", "ANSWERS"
 #: the answers of :meth:`SpawningReport.answer` to "does Phase I end when the children become
 #: linearly connected?", by where the seeds' onsets lie relative to their end of Phase I
 ANSWERS: dict[str, str] = {
-    "before": "no: the children are linearly connected well before the kernel's Phase I ends",
+    "before": "no: the children are linearly connected before the kernel's Phase I ends (before the low end of its "
+              "95% interval)",
     "within": "yes, within the uncertainty: the children become linearly connected where the kernel's Phase I ends",
     "after": "no: the children become linearly connected only after the kernel's Phase I has ended (or not at all "
              "on the grid)",
