@@ -52,7 +52,7 @@ from conelib.yamlio import safe_load
 import numpy as np
 
 __all__ = ["Config", "Param", "ParameterError", "param", "parameters", "coerce", "parse_text", "unknown_names_error",
-           "absolute_paths", "absolute_path"]
+           "absolute_paths", "absolute_path", "values_equal"]
 
 C = TypeVar("C", bound="Config")
 
@@ -485,3 +485,18 @@ class Config:
         """The runtime parameters (where/how to run) and their values."""
         params = parameters(type(self))
         return {k: v for k, v in self.flat().items() if params[k].runtime}
+
+
+def values_equal(a: Any, b: Any) -> bool:
+    """Two parameter values are the same: numbers compared as numbers (to 1e-12 relative), lists and
+    tuples element by element (``None`` as an empty list), ``None`` only equal to ``None``, anything
+    else as text."""
+    if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
+        xs, ys = list(a or []), list(b or [])
+        return len(xs) == len(ys) and all(values_equal(x, y) for x, y in zip(xs, ys))
+    if a is None or b is None:
+        return a is None and b is None
+    try:
+        return math.isclose(float(a), float(b), rel_tol=1e-12, abs_tol=0.0)
+    except (TypeError, ValueError):
+        return str(a) == str(b)

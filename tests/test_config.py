@@ -74,3 +74,13 @@ def test_every_parameter_is_declared_once_with_help():
         assert len(params) == len(set(params))
         for name, p in params.items():
             assert p.help, f"{cls.__name__}.{name} has no help text"
+
+
+def test_values_equal_compares_numbers_as_numbers_and_lists_element_by_element():
+    from conelib.config import values_equal
+
+    assert values_equal(0.1, 0.1 + 1e-17) and values_equal(2, 2.0) and values_equal("0.1", 0.1)
+    assert not values_equal(0.1, 0.1000001) and not values_equal(0, None) and values_equal(None, None)
+    assert values_equal([2000], (2000.0,)) and values_equal(None, []) and values_equal((), [])
+    assert not values_equal([2000], [2000, 4000]) and not values_equal([1000], [2000])
+    assert values_equal("sgd", "sgd") and not values_equal("sgd", "adam")

@@ -186,3 +186,19 @@ def test_a_profile_and_a_sweep_grid_reach_the_run(tmp_path):
     points = expand_grid(grid)
     assert [p.config.weight_decay for p in points] == [1e-3, 0.0]
     assert len({config_hash(p.config.identity()) for p in points}) == 2
+
+
+@pytest.mark.slow
+def test_cone_chapter_says_what_is_not_stored_on_an_empty_results_root(tmp_path):
+    import papermill as pm
+
+    nb = nbrun.read_source(NOTEBOOKS / "cone.md")
+    out = tmp_path / "cone.ipynb"
+    pm.execute_notebook(nb, str(out), parameters={"results_root": str(tmp_path / "empty")}, cwd=str(NOTEBOOKS),
+                        kernel_name="python3", progress_bar=False)
+    text = out.read_text()
+    assert "No decayed run is stored." in text and "No momentum control is stored." in text
+    assert "are **not stored**" in text  # the long runs
+    with pytest.raises(pm.PapermillExecutionError, match="workers"):
+        pm.execute_notebook(nb, str(tmp_path / "bad.ipynb"), parameters={"workers": 0}, cwd=str(NOTEBOOKS),
+                            kernel_name="python3", progress_bar=False)

@@ -38,6 +38,7 @@ import typing
 from scipy import stats
 
 from conelib.analysis.atlas_summary import summarize, summary_path
+from conelib.config import values_equal
 from conelib.experiments.kernel_dynamics import KernelDynamicsConfig
 from conelib.measures import VERDICTS
 from conelib.paths import sweeps_dir
@@ -70,16 +71,6 @@ def _value(v: Any, name: str | None = None) -> Any:
         if name is not None and v.is_integer() and name in _int_fields():
             return int(v)
     return v
-
-
-def values_equal(a: Any, b: Any) -> bool:
-    """Two parameter values are the same (numbers compared as numbers, None only equals None)."""
-    if a is None or b is None:
-        return a is None and b is None
-    try:
-        return bool(np.isclose(float(a), float(b), rtol=1e-12, atol=0))
-    except (TypeError, ValueError):
-        return str(a) == str(b)
 
 
 def _text_key(df: pd.DataFrame, columns: list[str]) -> pd.Series:

@@ -69,6 +69,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -77,6 +78,7 @@ import xarray as xr
 
 from conelib.analysis import atlas
 from conelib.analysis.atlas_summary import run_from_summary
+from conelib.config import values_equal
 from conelib.experiments.kernel_dynamics import KernelDynamicsConfig
 from conelib.measures.bootstrap import LEVEL, assess, seed_interval, snapshot_weights
 from conelib.measures.centroids import centroids
@@ -85,6 +87,7 @@ from conelib.trajectory import distances_dataset
 
 __all__ = [
     "FIT_ACCURACY",
+    "load_controls",
     "JitterChange",
     "atlas_noise_ball",
     "counterexample_table",
@@ -347,7 +350,7 @@ def control_table(summary: xr.Dataset) -> pd.DataFrame:
         v = _row_values(summary, int(r))
         row = summary.sel(run=r)
         changed = ", ".join(f"{d}={_fmt_value(v[d])}" for d in atlas.swept(summary)
-                            if not _same(v[d], _parse(base.get(d))))
+                            if not values_equal(v[d], _parse(base.get(d))))
         rec: dict[str, Any] = {
             "run": int(r), "cell": changed or "base setting", "seed": v.get("seed"), "steps": int(v.get("steps", 0)),
             "lr": v.get("lr"), "momentum": v.get("momentum"), "weight_decay": v.get("weight_decay"),
@@ -368,12 +371,6 @@ def control_table(summary: xr.Dataset) -> pd.DataFrame:
         rec["fits"] = bool(np.isfinite(rec["final_train_acc"]) and rec["final_train_acc"] >= FIT_ACCURACY - 1e-12)
         rows.append(rec)
     return pd.DataFrame(rows)
-
-
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, (tuple, list)) or isinstance(b, (tuple, list)):
-        return tuple(a or ()) == tuple(b or ())
-    return atlas.values_equal(a, b)
 
 
 def _fmt_value(v: Any) -> str:
@@ -694,3 +691,20 @@ def atlas_noise_ball(summary: xr.Dataset) -> dict[str, Any]:
     out["prediction"] = (0.5, 1.0)
     out["against"] = _against(out["slope"][1], out["slope"][2], (0.5, 1.0))
     return out
+
+
+def load_controls(*, results_root: str | Path | None = None, compute: bool = False,
+                  workers: int = 2) -> tuple[xr.Dataset, xr.Dataset | None, xr.Dataset | None]:
+    """The three summaries the chapter "Is it a cone?" reads: ``(controls, long, atlas)``.
+
+    ``controls`` is the summary of ``sweeps/controls.yaml`` (with ``compute``, its missing points
+    are run first, as :func:`conelib.analysis.atlas.load_summary` does); ``long`` that of
+    ``sweeps/long.yaml`` and ``atlas`` the atlas', each ``None`` when none of its runs is stored
+    (the long runs are never computed here: hours on a CPU).
+    """
+    controls = atlas.load_summary("controls", results_root=results_root, compute=compute, workers=workers)
+    others = []
+    for name in ("long", "atlas"):
+        s = atlas.load_summary(name, results_root=results_root)
+        others.append(s if int((s["status"].values == "stored").sum()) else None)
+    return controls, others[0], others[1]

@@ -39,7 +39,8 @@ def jitter_schedule_chart(summary: xr.Dataset, *, decay: pd.DataFrame | None = N
     keep = table[(table.status == "stored") & (table.momentum == 0) & (table.warmup_steps == 0)
                  & (table.weight_decay == 0)]
     df = C.jitter_curves(summary, list(keep.run))
-    df = df[np.isfinite(df.jitter) & (df.jitter > 0) & (df.step > 0)]
+    if not df.empty:  # (no stored run: an empty chart with its axes)
+        df = df[np.isfinite(df.jitter.astype(float)) & (df.jitter > 0) & (df.step > 0)]
     milestones = sorted({int(m) for ms in keep.milestones for m in ms})
     base = alt.Chart(df).mark_line(opacity=0.85).encode(
         x=alt.X("step:Q", title="training step t"),
@@ -83,7 +84,7 @@ def verdict_loss_chart(runs: pd.DataFrame, *, min_drop: float = THRESHOLDS["min_
     at its final train loss (log) and the drop of its kernel velocity (peak over late median; below
     ``min_drop``, dashed, no two phases), coloured by verdict, shaped by its run length."""
     df = runs[runs.status == "stored"].copy()
-    df = df[np.isfinite(df["drop"].astype(float)) & (df["final_train_loss"] > 0)]
+    df = df[np.isfinite(df["drop"].astype(float)) & (df["final_train_loss"].astype(float) > 0)]
     df["T"] = [f"T = {int(t):,}" for t in df.steps]
     df["test acc."] = df.final_test_acc
     pts = alt.Chart(df).mark_point(size=90, filled=True, opacity=0.85).encode(

@@ -78,7 +78,6 @@ Stored (one ``xarray.Dataset``, dims ``switch_step``, ``seed``, ``step``):
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import tempfile
 import time
@@ -95,7 +94,7 @@ from tqdm import tqdm
 
 from conelib import data as data_mod
 from conelib.atomic import TMP_MARK, sweep_stale
-from conelib.config import ParameterError, param
+from conelib.config import ParameterError, param, values_equal
 from conelib.experiments.common import (RunConfig, build_model, device_name, load_data, preflight, profile_runs,
                                         resolve_device)
 from conelib.linearize import LinearizedModel, linearize
@@ -109,10 +108,6 @@ EXPERIMENT = "switching"
 POLICIES: tuple[str, ...] = ("carried", "reset")
 
 #: train metrics are computed on a fixed class-stratified subset of this many training examples
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
 
 
 #: where weight decay pulls the linearized model's parameters (see the module docstring)
@@ -225,8 +220,6 @@ def switching(
 # --------------------------------------------------------------------------------------------
 
 
-_build_model = build_model
-_load_data = load_data
 
 
 def continue_linearized(
@@ -272,8 +265,8 @@ def continue_linearized(
     if decay_to not in DECAY_TARGETS:
         raise ValueError(f"decay_to={decay_to!r} is not known; choose one of {DECAY_TARGETS}")
     device = resolve_device(cfg.device)
-    data = _load_data(cfg, device) if data is None else data
-    model = _build_model(cfg, data, device)
+    data = load_data(cfg, device) if data is None else data
+    model = build_model(cfg, data, device)
     tc = cfg.train
     ckpt = load_checkpoint(checkpoint, model)
     if ckpt["config"] != tc.to_dict():
@@ -366,8 +359,8 @@ def _run(cfg: SwitchingConfig, *, progress: bool) -> xr.Dataset:
         final_params: dict[int, torch.Tensor] = {}
         for k, seed in enumerate(seeds):
             rc = cfg.for_seed(seed)
-            data = _load_data(rc, device)
-            model = _build_model(rc, data, device)
+            data = load_data(rc, device)
+            model = build_model(rc, data, device)
             n_params = int(sum(p.numel() for p in model.parameters()))
             n_train, n_test = len(data.y_train), len(data.y_test)
             t0 = time.perf_counter()
@@ -542,7 +535,7 @@ def same_trajectory(a: RunConfig, b: RunConfig) -> bool:
     parameter of :class:`RunConfig` that fixes it (all but the runtime ones and ``steps``) is equal
     (data order and schedule are pure functions of ``(seed, step)``)."""
     fa, fb = a.flat(), b.flat()
-    return all(_same(fa[k], fb[k]) for k in TRAJECTORY_PARAMS)
+    return all(values_equal(fa[k], fb[k]) for k in TRAJECTORY_PARAMS)
 
 
 def matching_phase_one_end(cfg: SwitchingConfig, *, results_root: str | Path | None = None,
@@ -580,14 +573,6 @@ def matching_kernel_dynamics(cfg: SwitchingConfig, *, seed: int | None = None,
         if same_trajectory(kd, want) and kd.steps >= want.steps:
             return ds
     return None
-
-
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, float) or isinstance(b, float):
-        return a is not None and b is not None and math.isclose(float(a), float(b), rel_tol=1e-12)
-    if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
-        return list(a or []) == list(b or [])
-    return a == b
 
 
 # --------------------------------------------------------------------------------------------

@@ -339,8 +339,10 @@ class ControlsReport:
 
     def decay_table(self) -> pd.DataFrame:
         """Per decayed run: the jitter radii, the within-run and paired ratios with intervals, the
-        prediction, the verdict and the optimisation state."""
+        prediction, the verdict and the optimisation state (empty when no decayed run is stored)."""
         d = self.decay
+        if d.empty:
+            return pd.DataFrame()
         return pd.DataFrame({
             "lr factor": [f"×{x:g}" for x in d.factor], "seed": d.seed.astype(int),
             "jitter before": [_f(x, "{:.4f}") for x in d.j_before], "jitter after": [_f(x, "{:.4f}") for x in d.j_after],
@@ -362,6 +364,8 @@ class ControlsReport:
         """Every control run: its cell and seed, the verdict with its bootstrap agreement, the
         coordinates with intervals, and the optimisation state at the end."""
         t = self.runs[self.runs.status == "stored"]
+        if t.empty:
+            return pd.DataFrame()
         return pd.DataFrame({
             "cell": t.cell, "T": t.steps, "seed": t.seed.astype(int), "effective step": t.effective_step,
             "verdict (bootstrap)": [f"{v} ({100 * a:.0f}%)" for v, a in zip(t.verdict, t.verdict_agreement)],

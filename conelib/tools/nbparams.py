@@ -35,7 +35,7 @@ from conelib.models import MODELS
 from conelib.results import result_path, result_status
 from conelib.sweep import load_grid, pending
 
-__all__ = ["NOTEBOOKS", "SPECS", "AtlasOptions", "ChapterOptions", "MeasuresOptions", "Resolved", "resolve", "check", "preflight",
+__all__ = ["NOTEBOOKS", "SPECS", "AtlasOptions", "ChapterOptions", "ConeOptions", "MeasuresOptions", "Resolved", "resolve", "check", "preflight",
            "absolute_paths", "notebook_parameters", "MARKER"]
 
 #: the first line of every notebook's parameters cell (how :func:`resolve` finds it in the history)
@@ -96,12 +96,28 @@ class MeasuresOptions(Config):
     recompute: bool = param(False, "compute the validation panel again even when it is stored", runtime=True)
 
 
+@dataclass(frozen=True, init=False)
+class ConeOptions(Config):
+    """The parameters of the chapter "Is it a cone?" (the controls: ``sweeps/controls.yaml``,
+    ``sweeps/long.yaml``, and the atlas)."""
+
+    LABEL = "the cone notebook"
+
+    results_root: str | None = param(None, "where the control runs and their summaries are stored; None: the "
+                                     "repository's results/", runtime=True, is_path=True)
+    compute: bool = param(False, "run the control grid points that are not stored (conelib sweep does the same); "
+                                 "False: only read what is stored", runtime=True)
+    workers: int = param(2, "Dask workers when computing", check=lambda v: v >= 1, allowed="an integer >= 1",
+                         runtime=True)
+
+
 #: the notebooks, in the order the book tells them: name -> what it reads
 SPECS: dict[str, NotebookSpec] = {
     "kernel_dynamics": NotebookSpec("kernel_dynamics", "kernel_dynamics", KernelDynamicsConfig),
     "measures": NotebookSpec("measures", "measures", None, MeasuresOptions),
     "switching": NotebookSpec("switching", "switching", SwitchingConfig),
     "atlas": NotebookSpec("atlas", "atlas", None, AtlasOptions),
+    "cone": NotebookSpec("cone", "cone", None, ConeOptions),
     "spawning": NotebookSpec("spawning", "spawning", SpawningConfig),
 }
 #: the notebooks' names, in the book's order
