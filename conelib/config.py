@@ -157,10 +157,13 @@ def parameters(cls: type[Config]) -> dict[str, Param]:
     out: dict[str, Param] = {}
     for f, tp in _own_fields(cls):
         if _is_section(tp):
+            # a section's defaults are those of its default instance (a subclass may declare the
+            # section again with other defaults, e.g. a longer run)
+            base = f.default_factory().flat() if f.default_factory is not MISSING else {}
             for name, p in parameters(tp).items():
                 if name in out:
                     raise TypeError(f"{cls.__name__}: parameter {name!r} is declared twice")
-                out[name] = dataclasses.replace(p, path=(f.name, *p.path))
+                out[name] = dataclasses.replace(p, path=(f.name, *p.path), default=base.get(name, p.default))
             continue
         if f.name in out:
             raise TypeError(f"{cls.__name__}: parameter {f.name!r} is declared twice")

@@ -55,6 +55,7 @@ __all__ = [
     "load_checkpoint",
     "make_optimizer",
     "evaluate",
+    "eval_subset",
 ]
 
 #: Version tag written into every checkpoint.
@@ -515,7 +516,7 @@ def _check_steps(name: str, steps: Sequence[int], start_step: int, total: int) -
     return sorted(out)
 
 
-def _eval_subset(y: torch.Tensor, max_n: int | None) -> torch.Tensor | None:
+def eval_subset(y: torch.Tensor, max_n: int | None) -> torch.Tensor | None:
     """Indices of a fixed class-stratified subset of size ``max_n`` (first ``max_n`` if the
     classes are too small to stratify); ``None`` means the whole set."""
     n = len(y)
@@ -574,12 +575,14 @@ def train(
     desc: str | None = None,
     decay_center: Sequence[torch.Tensor] | None = None,
     loss_scale: float = 1.0,
+    data_seed: int | None = None,
 ) -> TrainHistory:
     """Train ``model`` in place with mini-batch SGD on cross-entropy.
 
     Optimises ``[p for p in model.parameters() if p.requires_grad]`` with
     :func:`make_optimizer`; the update from step ``t`` uses ``config.lr_at(t)`` and the batch
-    ``BatchOrder(N, B, config.seed).indices(t)``.  The data tensors are moved once to the
+    ``BatchOrder(N, B, config.seed).indices(t)`` (``data_seed`` in place of ``config.seed`` when
+    given).  The data tensors are moved once to the
     model's device (the device of its first parameter); floating inputs are cast to the model's
     dtype.  No ``DataLoader``.
 
@@ -617,6 +620,12 @@ def train(
             instead of ``weight_decay * theta``; momentum and the rest of the update are unchanged.
         loss_scale: the mini-batch loss is multiplied by this (``1/alpha^2`` for an output scale
             alpha, :mod:`conelib.models.scaling`); the recorded metrics are unscaled.
+        data_seed: seed of the data order and of the augmentation draws
+            (``BatchOrder(N, B, data_seed)``); ``None`` (the default): ``config.seed``, so every
+            existing run is unchanged. A different value gives another sample of SGD noise from
+            the same state: the spawned children of :mod:`conelib.experiments.spawning` (Frankle
+            et al. 2020's instability analysis) continue one parent with their own data orders.
+            The model's own randomness (dropout) stays a function of ``config.seed``.
 
     Returns:
         The :class:`TrainHistory` of the snapshots in ``[start_step, T]``.
@@ -637,6 +646,8 @@ def train(
         raise ValueError(f"eval_batch_size must be an integer >= 1; got {eval_batch_size!r}")
     if eval_train_max is not None and (not _is_int(eval_train_max) or eval_train_max < 1):
         raise ValueError(f"eval_train_max must be None or an integer >= 1; got {eval_train_max!r}")
+    if data_seed is not None and (not _is_int(data_seed) or data_seed < 0):
+        raise ValueError(f"data_seed must be None or an integer >= 0; got {data_seed!r}")
     snaps = _snapshot_schedule(snapshot_steps, start_step, total)
     ckpts = _check_steps("checkpoint_steps", checkpoint_steps, start_step, total)
     if ckpts and checkpoint_dir is None:
@@ -654,7 +665,7 @@ def train(
     x_train, x_test = to_model(data.x_train), to_model(data.x_test)
     y_train = data.y_train.to(device=device, dtype=torch.long)
     y_test = data.y_test.to(device=device, dtype=torch.long)
-    sub = _eval_subset(y_train, eval_train_max)
+    sub = eval_subset(y_train, eval_train_max)
     if sub is None:
         x_train_eval, y_train_eval = x_train, y_train
     else:
@@ -687,7 +698,7 @@ def train(
     # a model that can reuse per-example work on a fixed training set (the linearized model's primal
     # cache) gets the set and the batch's indices; never with augmentation (the inputs change)
     by_example = getattr(model, "forward_examples", None) if augment_batch is None else None
-    order = BatchOrder(len(x_train), config.batch_size, config.seed)
+    order = BatchOrder(len(x_train), config.batch_size, config.seed if data_seed is None else int(data_seed))
     history = TrainHistory()
     snap_set, ckpt_set = set(snaps), set(ckpts)
     check_every = 1 if device.type == "cpu" else _ACCEL_CHECK_EVERY

@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 
-from conelib.experiments import kernel_dynamics_configs, switching_configs
+from conelib.experiments import kernel_dynamics_configs, spawning_configs, switching_configs
 from conelib.paths import repo_root, sweeps_dir
 from conelib.results import config_hash, load_result, result_path
 
@@ -29,6 +29,7 @@ def test_every_run_of_the_book_is_committed_and_verifies():
     assert repo_root() == ROOT
     wanted = [("kernel_dynamics", c) for c in kernel_dynamics_configs("mnist")]
     wanted += [("switching", c) for c in switching_configs("mnist")]
+    wanted += [("spawning", c) for c in spawning_configs("mnist")]
     committed = set(_committed())
     for experiment, cfg in wanted:
         path = result_path(experiment, cfg.identity(), RESULTS)

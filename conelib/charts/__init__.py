@@ -36,3 +36,6 @@ __all__ += ["atlas_chart", "side_by_side_chart", "measures_chart"]
 from conelib.charts.controls import jitter_schedule_chart, long_run_chart, verdict_loss_chart
 
 __all__ += ["jitter_schedule_chart", "long_run_chart", "verdict_loss_chart"]
+from conelib.charts.spawning import barrier_chart, barrier_curves_chart, sibling_kernel_chart
+
+__all__ += ["barrier_chart", "barrier_curves_chart", "sibling_kernel_chart"]

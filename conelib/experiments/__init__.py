@@ -7,6 +7,7 @@ from conelib.experiments.kernel_dynamics import (
     kernel_dynamics_config,
     kernel_dynamics_configs,
 )
+from conelib.experiments.spawning import SpawningConfig, spawning, spawning_config, spawning_configs
 from conelib.experiments.switching import (
     SwitchingConfig,
     continue_linearized,
@@ -18,5 +19,6 @@ from conelib.experiments.switching import (
 __all__ = [
     "RunConfig", "profile_runs", "resolve_device",
     "KernelDynamicsConfig", "kernel_dynamics", "kernel_dynamics_config", "kernel_dynamics_configs",
+    "SpawningConfig", "spawning", "spawning_config", "spawning_configs",
     "SwitchingConfig", "continue_linearized", "switching", "switching_config", "switching_configs",
 ]

@@ -45,6 +45,7 @@ __all__ = [
     "MODELS",
     "NORMS",
     "build",
+    "default_norm",
     "ChannelLayerNorm",
     "LeNet300100",
     "LeNet5",
@@ -66,6 +67,14 @@ _REGISTRY: dict[str, tuple[Callable[[tuple[int, int, int], int, int, str], nn.Mo
     "resnet20": (ResNet20, ("batchnorm", "layernorm", "none")),
     "vgg16": (VGG16, ("batchnorm", "layernorm", "none")),
 }
+
+
+def default_norm(name: str) -> str:
+    """The normalisation ``build(name)`` uses when ``norm`` is ``None`` (``'batchnorm'`` for
+    resnet20 and vgg16, ``'none'`` for the LeNets)."""
+    if name not in _REGISTRY:
+        raise ValueError(f"name must be one of {MODELS}, got {name!r}")
+    return _REGISTRY[name][1][0]
 
 
 def _positive_int(value: Any, name: str) -> int:

@@ -34,6 +34,7 @@ import xarray as xr
 
 from conelib.config import Config
 from conelib.experiments.kernel_dynamics import KernelDynamicsConfig
+from conelib.experiments.spawning import SpawningConfig
 from conelib.experiments.switching import SwitchingConfig
 from conelib.results import _config_json, _git_state, config_hash, load_result, resolve_root, save_result
 from conelib.sweep import SUMMARY_EXPERIMENT, Grid, expand_grid
@@ -41,7 +42,8 @@ from conelib.sweep import SUMMARY_EXPERIMENT, Grid, expand_grid
 __all__ = ["migrate_results", "Migration", "CONFIGS"]
 
 #: experiment folder -> the configuration class of its results
-CONFIGS: dict[str, type[Config]] = {"kernel_dynamics": KernelDynamicsConfig, "switching": SwitchingConfig}
+CONFIGS: dict[str, type[Config]] = {"kernel_dynamics": KernelDynamicsConfig, "switching": SwitchingConfig,
+                                     "spawning": SpawningConfig}
 
 
 @dataclass(frozen=True)

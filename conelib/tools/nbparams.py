@@ -28,7 +28,7 @@ from typing import Any
 from conelib.analysis.atlas import grid_path
 from conelib.config import Config, ParameterError, absolute_path, param, unknown_names_error
 from conelib.config import absolute_paths as absolute
-from conelib.experiments import KernelDynamicsConfig, SwitchingConfig
+from conelib.experiments import KernelDynamicsConfig, SpawningConfig, SwitchingConfig
 from conelib.experiments.common import preflight as run_preflight
 from conelib.experiments.common import profile_runs
 from conelib.models import MODELS
@@ -118,6 +118,7 @@ SPECS: dict[str, NotebookSpec] = {
     "switching": NotebookSpec("switching", "switching", SwitchingConfig),
     "atlas": NotebookSpec("atlas", "atlas", None, AtlasOptions),
     "cone": NotebookSpec("cone", "cone", None, ConeOptions),
+    "spawning": NotebookSpec("spawning", "spawning", SpawningConfig),
 }
 #: the notebooks' names, in the book's order
 NOTEBOOKS: tuple[str, ...] = tuple(SPECS)

@@ -2,7 +2,7 @@
 
 ``conelib reproduce`` (``make reproduce``) recomputes, into a scratch results folder, the runs the
 book's chapters are drawn from (the profile's kernel-dynamics and switching runs, and the atlas
-sweep) and prints, per run, the stored and the recomputed measures side by side with a pass/fail
+sweep, and the spawning runs when the profile has a spawning section) and prints, per run, the stored and the recomputed measures side by side with a pass/fail
 mark. The table is also written to ``book/reproducibility_table.md`` (shown on the book's
 "Reproducibility" page) and to ``<scratch>/reproduce.json``.
 
@@ -10,7 +10,8 @@ How it runs. Every run is one job on Dask distributed, through the same engine a
 (:mod:`conelib.sweep.cluster`): a ``LocalCluster`` of ``workers`` single-threaded processes, a running
 scheduler (``address``), or a client the caller made (SLURM with the ``slurm`` extra). A switching
 run is split into one job per seed (each seed's standard run and its continuations; the same
-computation as in the stored multi-seed file, whose seeds are independent). Jobs are submitted
+computation as in the stored multi-seed file, whose seeds are independent); so is a spawning run
+(each seed's parent and its children). Jobs are submitted
 longest first, their expected cost read from the stored results' wall times (:func:`plan`), and
 the same configuration needed by two figures is computed once. A run already in the scratch folder
 is loaded, not recomputed, so an interrupted reproduction resumes where it stopped (the default
@@ -34,7 +35,12 @@ stable measure therefore gets a tight tolerance and an unstable one a wide one, 
 length. A verdict must be the same, unless either run's verdict is itself unstable (fewer than
 :data:`STABLE` of the bootstrap draws agree with it): then the row says so and does not fail.
 Test accuracies (no bootstrap) are compared within 3 binomial standard errors of the difference of
-two independent estimates on the test set (at least :data:`FLOORS`).
+two independent estimates on the test set (at least :data:`FLOORS`). A spawning run's error barrier
+is compared within 3 binomial standard errors of the children's test error, its loss barrier within
+3 standard errors of a mean test loss (from the per-image spread), each with a floor
+(:data:`SP_MEASURES`): on the same machine and thread count the recomputation is bitwise equal;
+elsewhere it is another sample, and a barrier that varies from run to run by more than the test
+set's resolution (early spawn steps) may fail.
 """
 
 from __future__ import annotations
@@ -57,17 +63,21 @@ import pandas as pd
 
 from conelib import __version__
 from conelib.analysis.atlas_summary import summarize, summary_path
-from conelib.experiments import kernel_dynamics_configs, switching_configs
+from conelib.analysis.spawning import error_tolerance, loss_tolerance
+from conelib.experiments import kernel_dynamics_configs, spawning_configs, switching_configs
 from conelib.experiments.kernel_dynamics import KernelDynamicsConfig, kernel_dynamics
+from conelib.experiments.spawning import SpawningConfig, spawning
 from conelib.experiments.switching import SwitchingConfig, switching
 from conelib.measures import assess
 from conelib.paths import cache_dir, default_results_root, repo_root, sweeps_dir
+from conelib.profiles import profile_path
 from conelib.results import config_hash, load_result, result_path, result_status
 from conelib.sweep import expand_grid, load_grid
 from conelib.sweep.cluster import Job, JobError, check_workers, dask_client, describe, run_jobs
+from conelib.yamlio import load_file
 
 __all__ = ["reproduce", "ReproduceReport", "FLOORS", "STABLE", "compare", "compare_assessed", "accuracy_tolerance",
-           "KD_MEASURES", "PlannedRun", "plan", "projected_seconds"]
+           "KD_MEASURES", "SP_MEASURES", "PlannedRun", "plan", "projected_seconds"]
 
 #: the kernel-dynamics measures compared (version 3), with their tolerance floors
 KD_MEASURES: dict[str, float] = {
@@ -80,7 +90,10 @@ KD_MEASURES: dict[str, float] = {
 }
 #: tolerance floors for the accuracies
 SW_MEASURES: dict[str, float] = {"final_test_acc": 0.001}
-FLOORS = {**KD_MEASURES, **SW_MEASURES}
+#: the spawning measures compared, with their tolerance floors (percentage points, nats, accuracy)
+SP_MEASURES: dict[str, float] = {"error_barrier": 0.01, "loss_barrier": 1e-4,
+                                 "child_test_acc": SW_MEASURES["final_test_acc"]}
+FLOORS = {**KD_MEASURES, **SW_MEASURES, **SP_MEASURES}
 #: a verdict counts as stable when at least this share of its bootstrap draws agree with it
 STABLE = 0.8
 
@@ -202,12 +215,12 @@ def accuracy_tolerance(acc: float, n_test: int, floor: float = SW_MEASURES["fina
 # --------------------------------------------------------------------------------------------
 
 #: the experiments :func:`reproduce` knows, in the order it compares them
-EXPERIMENTS = ("kernel_dynamics", "switching", "atlas")
+EXPERIMENTS = ("kernel_dynamics", "switching", "atlas", "spawning")
 
 
 @dataclass
 class PlannedRun:
-    """One run to recompute: ``experiment`` (the function: kernel_dynamics or switching), its
+    """One run to recompute: ``experiment`` (the function: kernel_dynamics, switching or spawning), its
     ``config`` (one seed), the ``figures`` it is compared in, its ``label`` there, and its
     expected ``cost`` in seconds on one single-threaded worker (from the stored results; NaN when
     they do not say)."""
@@ -243,6 +256,12 @@ def _cheapest(runs: list[PlannedRun]) -> list[PlannedRun]:
     return [min(known, key=lambda r: r.cost) if known else runs[0]]
 
 
+def has_section(profile: str, experiment: str) -> bool:
+    """Whether ``profile`` has a section for ``experiment``."""
+    data = load_file(profile_path(profile)) or {}
+    return isinstance(data, dict) and experiment in data
+
+
 def plan(profile: str = "mnist", only: Sequence[str] | None = None, *, quick: bool = False,
          atlas_grid: str | Path | None = None) -> tuple[list[PlannedRun], list[str]]:
     """The runs :func:`reproduce` recomputes, and the stored results it cannot find.
@@ -251,13 +270,16 @@ def plan(profile: str = "mnist", only: Sequence[str] | None = None, *, quick: bo
     every model of the profile, one run each. Atlas: every run of the sweep grid. A run's cost is
     read from the stored results: a kernel-dynamics run's ``wall_seconds``; a switching seed's
     standard run plus its continuations (``standard_seconds``, ``continuation_seconds``); an atlas
-    run's ``wall_seconds`` in the sweep summary. With ``quick``, one run per experiment: the cheapest.
+    run's ``wall_seconds`` in the sweep summary. Spawning: every seed of every model of the
+    profile, one run each (its parent plus its children, ``parent_seconds`` and ``child_seconds``
+    plus ``barrier_seconds``); left out when ``only`` is not given and the profile has no spawning
+    section. With ``quick``, one run per experiment: the cheapest.
 
     Returns:
         ``(runs, missing)``: runs whose stored counterpart exists, and the stored results not found.
     """
 
-    only = list(only or EXPERIMENTS)
+    only = list(only or default_experiments(profile))
     unknown = [e for e in only if e not in EXPERIMENTS]
     if unknown:
         raise ValueError(f"unknown experiment(s) {unknown} for reproduce; choose from {list(EXPERIMENTS)}")
@@ -299,7 +321,30 @@ def plan(profile: str = "mnist", only: Sequence[str] | None = None, *, quick: bo
                                 float(walls.get(_hash(p.config), float("nan"))))
                      for p in expand_grid(grid)]
             runs += _cheapest(found) if quick else found
+    if "spawning" in only:
+        found = []
+        for cfg in spawning_configs(profile):
+            path = result_path("spawning", cfg.identity())
+            if not path.exists():
+                missing.append(f"spawning {cfg.model}")
+                continue
+            old = load_result(path)
+            for k, seed in enumerate(old["seed"].values.tolist()):
+                try:
+                    cost = (float(old["parent_seconds"].values[k]) + float(np.nansum(old["child_seconds"].values[:, k]))
+                            + float(np.nansum(old["barrier_seconds"].values[:, k])))
+                except KeyError:
+                    cost = float("nan")
+                found.append(PlannedRun("spawning", cfg.for_seed(int(seed)), ["spawning"], f"{cfg.model} seed {int(seed)}",
+                                        cost))
+        runs += _cheapest(found) if quick else found
     return _merge(runs), missing
+
+
+def default_experiments(profile: str) -> list[str]:
+    """The experiments :func:`reproduce` compares when not told: :data:`EXPERIMENTS`, less spawning
+    when the profile has no spawning section."""
+    return [e for e in EXPERIMENTS if e != "spawning" or has_section(profile, "spawning")]
 
 
 def _hash(cfg: Any) -> str:
@@ -349,6 +394,8 @@ def _job(experiment: str, config: dict[str, Any], results_root: str, torch_threa
     try:
         if experiment == "kernel_dynamics":
             ds = kernel_dynamics(KernelDynamicsConfig.from_mapping(config), results_root=results_root, progress=False)
+        elif experiment == "spawning":
+            ds = spawning(SpawningConfig.from_mapping(config), results_root=results_root, progress=False)
         else:
             ds = switching(SwitchingConfig.from_mapping(config), results_root=results_root, progress=False)
     except Exception as err:  # noqa: BLE001 - every failure is reported with its run
@@ -465,6 +512,37 @@ def _atlas(report: ReproduceReport, scratch: Path, runs: list[PlannedRun], atlas
                                {"final_test_acc": accuracy_tolerance(a, 10000)}, SW_MEASURES)
 
 
+def _spawning(report: ReproduceReport, profile: str, scratch: Path, runs: list[PlannedRun]) -> None:
+    """Spawning (linear mode connectivity): per model, spawn step and seed, the error barrier, the
+    loss barrier and the children's mean test accuracy (see the module docstring)."""
+    planned = {r.hash for r in runs if "spawning" in r.figures}
+    for cfg in spawning_configs(profile):
+        path = result_path("spawning", cfg.identity())
+        if not path.exists():
+            continue
+        old = load_result(path)
+        new = {}
+        for s in old["seed"].values.tolist():
+            one = cfg.for_seed(int(s))
+            if _hash(one) in planned:
+                ds = _fresh("spawning", one, scratch)
+                if ds is not None:
+                    new[int(s)] = ds
+        n_test = int(old.attrs.get("n_test", 10000))
+        for t in old["spawn_step"].values:
+            for s in old["seed"].values:
+                if int(s) not in new:
+                    continue
+                o, r = old.sel(spawn_step=t, seed=s), new[int(s)].sel(spawn_step=t, seed=s)
+                acc = float(o["child_test_acc"].mean())
+                values = [{m: float(x[m].mean()) for m in SP_MEASURES} for x in (o, r)]
+                spread = {"error_barrier": error_tolerance(100 * (1 - acc), n_test),
+                          "loss_barrier": loss_tolerance(float(o["child_test_loss_sd"].mean()), n_test),
+                          "child_test_acc": accuracy_tolerance(acc, n_test)}
+                report.rows += compare("spawning", f"{cfg.model} t={int(t)} seed {int(s)}", values[0], values[1],
+                                       spread, SP_MEASURES)
+
+
 def default_scratch(profile: str) -> Path:
     """``<cache>/reproduce/<profile name>``: the same folder from one call to the next (resumable)."""
     return cache_dir() / "reproduce" / Path(str(profile)).stem
@@ -481,7 +559,8 @@ def reproduce(*, scratch: str | Path | None = None, profile: str = "mnist", only
             Default :func:`default_scratch` (the same each time), or with ``fresh`` a new
             temporary folder.
         profile: the profile of the book's runs.
-        only: the experiments to reproduce (default all of :data:`EXPERIMENTS`).
+        only: the experiments to reproduce (default all of :data:`EXPERIMENTS`; spawning only when
+            the profile has a spawning section).
         write_page: write the table into ``book/reproducibility_table.md`` (never with ``quick``,
             whose table is partial).
         quick: one run per experiment, the cheapest (see :func:`plan`).
@@ -497,7 +576,7 @@ def reproduce(*, scratch: str | Path | None = None, profile: str = "mnist", only
     check_workers(workers)
     if fresh and scratch is not None:
         raise ValueError("fresh starts in a new temporary folder: give either scratch or fresh, not both")
-    only = list(only or EXPERIMENTS)
+    only = list(only or default_experiments(profile))
     runs, missing = plan(profile, only, quick=quick, atlas_grid=atlas_grid)
     if scratch is None:
         scratch = Path(tempfile.mkdtemp(prefix="conelib-reproduce-")) if fresh else default_scratch(profile)
@@ -517,6 +596,8 @@ def reproduce(*, scratch: str | Path | None = None, profile: str = "mnist", only
         _switching(report, profile, scratch, runs)
     if "atlas" in only:
         _atlas(report, scratch, runs, atlas_grid, quick)
+    if "spawning" in only:
+        _spawning(report, profile, scratch, runs)
     (scratch / "reproduce.json").write_text(json.dumps({"rows": report.rows, "seconds": report.seconds,
                                                          "missing": report.missing, "failed": report.failed,
                                                          "jobs": report.jobs, "cluster": report.cluster,
