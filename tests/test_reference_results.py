@@ -79,3 +79,24 @@ def test_the_validation_panel_of_the_measures_is_committed():
     assert path in set(_committed()), f"the validation panel {path.name} is not committed"
     panel = load_result(path)
     assert int(panel.attrs["n_draws"]) == PANEL_CONFIG["n_draws"] and panel.sizes["process"] >= 8
+
+
+def test_the_textbook_lazy_regime_is_lazy_in_the_committed_atlas():
+    """Chizat et al.'s lazy knob: at the atlas' largest output scale the kernel hardly moves. The
+    verdict, recomputed here from the pairwise distances stored in the summary, must say lazy for
+    every seed, with a total movement below the lazy threshold."""
+    import numpy as np
+
+    from conelib.analysis.atlas_summary import run_from_summary, summary_path
+    from conelib.measures import THRESHOLDS, verdict
+    from conelib.sweep import load_grid
+
+    summary = load_result(summary_path(load_grid(sweeps_dir() / "atlas.yaml"), RESULTS))
+    scales = np.array([np.nan if v is None else float(v) for v in summary["output_scale"].values.tolist()])
+    runs = summary["run"].values[scales == np.nanmax(scales)]
+    assert len(runs) >= 2 and np.nanmax(scales) >= 16
+    for run in runs:
+        v = verdict(run_from_summary(summary, int(run)))
+        assert v.verdict == "two phases, lazy", (int(run), v.verdict)
+        assert v.total_movement < THRESHOLDS["lazy_movement"]
+        assert str(summary["verdict"].sel(run=run).values) == v.verdict  # the stored verdict is the same
