@@ -84,3 +84,21 @@ def test_atlas_report_counts_verdicts_and_sets_them_beside_the_loss(tmp_path):
     assert "e-0" in row.final_train_loss
     assert "two phases, lazy" in rep.regions_markdown()
     assert len(rep.cells_table()) == len(rep.cells)
+
+
+def test_figure3_candidate_prefers_no_two_phases_then_the_least_dropping_drift():
+    import xarray as xr
+
+    from conelib.analysis.atlas import figure3_candidate
+
+    def summary(verdicts, drops, status=None):
+        n = len(verdicts)
+        return xr.Dataset({"verdict": ("run", verdicts), "drop": ("run", drops),
+                           "status": ("run", status or ["stored"] * n)}, coords={"run": list(range(n))})
+
+    base = ["two phases, cone", "two phases, drifting", "two phases, drifting", "no two phases", "no two phases"]
+    assert figure3_candidate(summary(base, [50.0, 9.0, 7.0, 3.0, 2.0])) == 4  # the flattest run without two phases
+    assert figure3_candidate(summary(base[:3], [50.0, 9.0, 7.0])) == 2  # none: the drift with the smallest drop
+    assert figure3_candidate(summary(base[:3], [50.0, 9.0, float("nan")])) == 1  # an undefined drop is not the least
+    assert figure3_candidate(summary(["two phases, cone", "two phases, lazy"], [50.0, 1.0])) is None
+    assert figure3_candidate(summary(base[:2], [5.0, 1.0], ["stored", "failed"])) is None

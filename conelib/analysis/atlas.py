@@ -10,9 +10,9 @@ The atlas chapter quotes these; the definitions are here:
   verdict changes as that factor changes with the others fixed.
 * :func:`figure3_candidate`: the run closest to the paper's Figure 3 ("the kernel keeps evolving
   during training, and no clear two-phase pattern"): a run with no two phases and the smallest
-  drop if there is one, else the run with the largest growth exponent; and
-  :func:`contrast_for`: a cone run of the same block that differs from it in as few factors as
-  possible (the factor that separates them).
+  drop if there is one, else the drifting run with the smallest drop; and
+  :func:`contrast_for`: another cone run, of the same block if possible, that differs from it in as
+  few factors as possible (the factor that separates them).
 * :func:`sensitivity_table`: the verdict counts over the whole sweep for each threshold setting.
 * :func:`optimisation_by_verdict`: the final training loss and test accuracy of the runs of each
   verdict (is a verdict a statement about the kernel or about how far training got?).
@@ -163,23 +163,26 @@ def deciding_factors(summary: xr.Dataset) -> list[dict[str, Any]]:
 
 
 def figure3_candidate(summary: xr.Dataset) -> int | None:
-    """The stored run closest to the paper's Figure 3 (see the module docstring); ``None`` if none is stored."""
+    """The stored run closest to the paper's Figure 3 ("no clear two-phase pattern"; the kernel keeps
+    moving): the "no two phases" run with the smallest velocity drop; when there is none, the
+    "drifting" run with the smallest drop; ``None`` if neither is stored."""
     ok = summary["status"].values == "stored"
     if not ok.any():
         return None
     runs = summary["run"].values[ok]
     verdict = summary["verdict"].values[ok].astype(str)
-    none = verdict == "no two phases"
-    if none.any():
-        drop = summary["drop"].values[ok][none]
-        return int(runs[none][int(np.nanargmin(drop))])
-    gamma = summary["growth_exponent"].values[ok].astype(float)
-    return int(runs[int(np.nanargmax(np.where(np.isfinite(gamma), gamma, -np.inf)))])
+    drop = summary["drop"].values[ok].astype(float)
+    for label in ("no two phases", "two phases, drifting"):
+        pick = verdict == label
+        if pick.any():
+            d = np.where(np.isfinite(drop[pick]), drop[pick], np.inf)
+            return int(runs[pick][int(np.argmin(d))])
+    return None
 
 
 def contrast_for(summary: xr.Dataset, run: int) -> int | None:
-    """A stored cone run of the same block (same seed if possible) that differs from ``run`` in as few
-    swept values as possible; ``None`` if the atlas has no cone run."""
+    """A stored cone run other than ``run``, of the same block if possible, that differs from ``run`` in
+    as few swept values as possible; ``None`` if the atlas has no other cone run."""
     member = summary["in_block"].values
     i = int(np.flatnonzero(summary["run"].values == run)[0])
     blocks = np.flatnonzero(member[i])
@@ -190,6 +193,8 @@ def contrast_for(summary: xr.Dataset, run: int) -> int | None:
     mine = [str(summary[d].values[i]) for d in factors]
     best, best_key = None, None
     for j in np.flatnonzero(cone):
+        if j == i:
+            continue
         same_block = bool(member[j, blocks].any())
         diff = sum(str(summary[d].values[j]) != m for d, m in zip(factors, mine))
         key = (not same_block, diff)
