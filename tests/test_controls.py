@@ -529,3 +529,26 @@ def test_synthesis_sentence_on_the_long_figure3_candidate(fit, two, says):
     text = R.synthesis_sentence(counter)
     assert "ends at train loss 0.15 at T = 10,000 and 0.05 at T = 30,000" in text
     assert f"fits the training set in {R.quantify(fit, 3)}" in text and says in text
+
+
+def test_phase_two_sentence_counts_the_seeds_with_the_base_verdict():
+    import pandas as pd
+
+    from conelib.report.controls import phase_two_sentence
+
+    def row(cell, seed, verdict, momentum=0.0, lr=0.1, jitter=0.02, wd=0.0, warmup=0):
+        return dict(cell=cell, seed=seed, status="stored", verdict=verdict, momentum=momentum, lr=lr,
+                    weight_decay=wd, warmup_steps=warmup, effective_step=lr / (1 - momentum), jitter_radius=jitter)
+
+    conv, drift = "two phases, converging", "two phases, drifting"
+    runs = pd.DataFrame([row("base setting", s, conv) for s in range(3)]
+                        + [row("momentum=0.9, lr=0.01", s, conv, 0.9, 0.01) for s in range(3)]
+                        + [row("momentum=0.9", 0, conv, 0.9, jitter=0.2)]
+                        + [row("momentum=0.9", s, drift, 0.9, jitter=0.2) for s in (1, 2)]
+                        + [row("momentum=0.9, weight_decay=0.005", 0, drift, 0.9, wd=0.005)])
+    text = phase_two_sentence(runs)
+    assert text.startswith("The base setting's Phase II verdict is *two phases, converging* (all 3 seeds)")
+    assert "momentum 0.9 at lr 0.01 (effective step 0.1) gives it in all 3 seeds" in text
+    assert "momentum 0.9 at lr 0.1 (effective step 1) gives it in 1 of 3 seeds" in text
+    assert "10.0 times the base's" in text and "weight_decay" not in text  # decay cells are left out
+    assert phase_two_sentence(runs[runs.cell != "base setting"]) == ""

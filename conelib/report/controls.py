@@ -38,7 +38,8 @@ from conelib.analysis import controls as C
 from conelib.analysis.text import Facts, describe_range, format_interval
 
 __all__ = ["ControlsReport", "controls_report", "quantify", "decay_sentence", "long_sentence",
-           "prefix_sentence", "counterexample_sentence", "synthesis_sentence", "atlas_sentence"]
+           "prefix_sentence", "counterexample_sentence", "synthesis_sentence", "atlas_sentence",
+           "phase_two_sentence"]
 
 
 def quantify(k: int, n: int, noun: str = "seeds") -> str:
@@ -291,6 +292,31 @@ def synthesis_sentence(counter: pd.DataFrame) -> str:
     return " ".join(out)
 
 
+def phase_two_sentence(runs: pd.DataFrame) -> str:
+    """Whether momentum changes the Phase II verdict: for each momentum cell without weight decay
+    or warm-up (rows of :func:`conelib.analysis.controls.control_table`), how many of its stored
+    seeds get the base setting's verdict (the most common one over its seeds), at which effective
+    step, and the median jitter radius beside the base's."""
+    t = runs[(runs.status == "stored")]
+    base = t[t.cell == "base setting"]
+    if base.empty:
+        return ""
+    usual = base.verdict.mode().iloc[0]
+    j0 = float(np.median(base.jitter_radius))
+    parts = []
+    cells = t[(t.momentum.astype(float) > 0) & (t.weight_decay.astype(float) == 0) & (t.warmup_steps.astype(float) == 0)]
+    for cell, g in cells.groupby("cell", sort=False):
+        same = int((g.verdict == usual).sum())
+        parts.append(f"momentum {float(g.momentum.iloc[0]):g} at lr {float(g.lr.iloc[0]):g} (effective step "
+                     f"{float(g.effective_step.iloc[0]):g}) gives it in {quantify(same, len(g))} "
+                     f"({'; '.join(g.verdict)}), with a median jitter radius {float(np.median(g.jitter_radius)) / j0:.1f} "
+                     f"times the base's")
+    if not parts:
+        return ""
+    return (f"The base setting's Phase II verdict is *{usual}* ({quantify(int((base.verdict == usual).sum()), len(base))}); "
+            + "; ".join(parts) + ".")
+
+
 def atlas_sentence(nb: dict[str, Any]) -> str:
     """The jitter radius against :math:`\\eta/B` over the atlas (:func:`conelib.analysis.controls.atlas_noise_ball`)."""
     if not nb.get("n"):
@@ -505,6 +531,7 @@ def controls_report(controls: xr.Dataset, long: xr.Dataset | None = None, *, atl
         texts.append(counterexample_sentence(r, what))
     sentences["counterexample"] = " ".join(texts) or "No momentum control is stored."
     sentences["synthesis"] = synthesis_sentence(counter)
+    sentences["phase_two"] = phase_two_sentence(runs)
     sentences["atlas"] = atlas_sentence(noise) if atlas is not None else ""
     if noise:
         f.atlas_slope = _iv(*noise["slope"])
