@@ -4,6 +4,8 @@ Charts are always redrawn from a Dataset, never by retraining. Interactions: hov
 legend click isolates one series (shift-click for several), and brushes link panels.
 """
 
+import warnings
+
 from conelib.charts.common import enable_renderer
 from conelib.charts.kernel_dynamics import (
     adjacent_distance_chart,
@@ -39,3 +41,7 @@ __all__ += ["jitter_schedule_chart", "long_run_chart", "verdict_loss_chart"]
 from conelib.charts.spawning import barrier_chart, barrier_curves_chart, sibling_kernel_chart
 
 __all__ += ["barrier_chart", "barrier_curves_chart", "sibling_kernel_chart"]
+
+# The atlas shares one selection between its panels on purpose (a click in any panel picks the run
+# everywhere); Altair then merges the copies and says so, which would print in the book's pages.
+warnings.filterwarnings("ignore", message="Automatically deduplicated selection parameter", category=UserWarning)
