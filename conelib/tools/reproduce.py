@@ -60,6 +60,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import xarray as xr
 
 from conelib import __version__
 from conelib.analysis.atlas_summary import summarize, summary_path
@@ -460,6 +461,19 @@ def _kernel_dynamics(report: ReproduceReport, profile: str, scratch: Path, runs:
                             "recomputed": b, "tolerance": tol, "passed": bool(abs(a - b) <= tol + 1e-12)})
 
 
+def _fresh_seeds(experiment: str, cfg: Any, old: xr.Dataset, scratch: Path, planned: set[str]) -> dict[int, xr.Dataset]:
+    """The recomputed one-seed runs of a stored multi-seed result (switching, spawning), by seed:
+    those planned and found in ``scratch``."""
+    new = {}
+    for s in old["seed"].values.tolist():
+        one = cfg.for_seed(int(s))
+        if _hash(one) in planned:
+            ds = _fresh(experiment, one, scratch)
+            if ds is not None:
+                new[int(s)] = ds
+    return new
+
+
 def _switching(report: ReproduceReport, profile: str, scratch: Path, runs: list[PlannedRun]) -> None:
     planned = {r.hash for r in runs if "switching" in r.figures}
     for cfg in switching_configs(profile):
@@ -467,13 +481,7 @@ def _switching(report: ReproduceReport, profile: str, scratch: Path, runs: list[
         if not path.exists():
             continue
         old = load_result(path)
-        new = {}
-        for s in old["seed"].values.tolist():
-            one = cfg.for_seed(int(s))
-            if _hash(one) in planned:
-                ds = _fresh("switching", one, scratch)
-                if ds is not None:
-                    new[int(s)] = ds
+        new = _fresh_seeds("switching", cfg, old, scratch, planned)
         n_test = int(old.attrs.get("n_test", 10000))
         for t in old["switch_step"].values:
             for s in old["seed"].values:
@@ -521,13 +529,7 @@ def _spawning(report: ReproduceReport, profile: str, scratch: Path, runs: list[P
         if not path.exists():
             continue
         old = load_result(path)
-        new = {}
-        for s in old["seed"].values.tolist():
-            one = cfg.for_seed(int(s))
-            if _hash(one) in planned:
-                ds = _fresh("spawning", one, scratch)
-                if ds is not None:
-                    new[int(s)] = ds
+        new = _fresh_seeds("spawning", cfg, old, scratch, planned)
         n_test = int(old.attrs.get("n_test", 10000))
         for t in old["spawn_step"].values:
             for s in old["seed"].values:
