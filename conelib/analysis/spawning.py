@@ -42,11 +42,9 @@ import pandas as pd
 import xarray as xr
 from scipy import stats
 
-from conelib.experiments.kernel_dynamics import config_of as kd_config_of
 from conelib.experiments.spawning import SpawningConfig, config_of
-from conelib.experiments.switching import same_trajectory
+from conelib.experiments.switching import kernel_dynamics_of_trajectory
 from conelib.measures import assess
-from conelib.results import stored_results
 
 __all__ = ["FRANKLE_TOLERANCE", "SeedPhase", "barrier_summary", "error_tolerance", "loss_tolerance", "lmc_onset",
            "seed_onsets", "matching_kernel_dynamics", "phase_one_of_seeds", "sibling_vs_jitter", "relation",
@@ -157,17 +155,11 @@ def matching_kernel_dynamics(cfg: SpawningConfig, seed: int, *,
     a run on the same kernel is preferred."""
     want = cfg.for_seed(seed)
     found: tuple[xr.Dataset | None, bool] = (None, False)
-    for ds in reversed(stored_results("kernel_dynamics", results_root)):
-        try:
-            kd = kd_config_of(ds)
-        except (KeyError, TypeError, ValueError):
-            continue
-        if same_trajectory(kd, want) and kd.steps >= want.steps:
-            same = kd.probe_size == want.probe_size and kd.kernel_kind == want.kernel_kind
-            if same:
-                return ds, True
-            if found[0] is None:
-                found = (ds, False)
+    for ds, kd in kernel_dynamics_of_trajectory(want, results_root=results_root):
+        if kd.probe_size == want.probe_size and kd.kernel_kind == want.kernel_kind:
+            return ds, True
+        if found[0] is None:
+            found = (ds, False)
     return found
 
 

@@ -81,7 +81,7 @@ import dataclasses
 import os
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -562,17 +562,24 @@ def matching_kernel_dynamics(cfg: SwitchingConfig, *, seed: int | None = None,
                              results_root: str | Path | None = None) -> xr.Dataset | None:
     """The newest stored kernel-dynamics run of the same training as ``cfg`` for ``seed`` (default
     ``cfg.seeds[0]``), at least as long (see :func:`same_trajectory`); ``None`` if there is none."""
+    want = cfg.for_seed(cfg.seeds[0] if seed is None else seed)
+    return next((ds for ds, _ in kernel_dynamics_of_trajectory(want, results_root=results_root)), None)
+
+
+def kernel_dynamics_of_trajectory(want: RunConfig, *, results_root: str | Path | None = None
+                                  ) -> Iterator[tuple[xr.Dataset, Any]]:
+    """The stored kernel-dynamics runs that follow the training of ``want`` (:func:`same_trajectory`)
+    for at least as many steps, newest first, each with its configuration. Unreadable stored files
+    are skipped."""
     from conelib.experiments.kernel_dynamics import config_of as kd_config_of
 
-    want = cfg.for_seed(cfg.seeds[0] if seed is None else seed)
     for ds in reversed(stored_results("kernel_dynamics", results_root)):
         try:
             kd = kd_config_of(ds)
         except (KeyError, TypeError, ValueError):
             continue
         if same_trajectory(kd, want) and kd.steps >= want.steps:
-            return ds
-    return None
+            yield ds, kd
 
 
 # --------------------------------------------------------------------------------------------

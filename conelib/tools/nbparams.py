@@ -35,7 +35,7 @@ from conelib.models import MODELS
 from conelib.results import result_path, result_status
 from conelib.sweep import load_grid, pending
 
-__all__ = ["NOTEBOOKS", "SPECS", "AtlasOptions", "ChapterOptions", "ConeOptions", "MeasuresOptions", "Resolved", "resolve", "check", "preflight",
+__all__ = ["NOTEBOOKS", "SPECS", "AtlasOptions", "ChapterOptions", "ConeOptions", "SweepChapterOptions", "MeasuresOptions", "Resolved", "resolve", "check", "preflight",
            "absolute_paths", "notebook_parameters", "MARKER"]
 
 #: the first line of every notebook's parameters cell (how :func:`resolve` finds it in the history)
@@ -61,18 +61,26 @@ class ChapterOptions(Config):
 
 
 @dataclass(frozen=True, init=False)
-class AtlasOptions(Config):
-    """The parameters of the atlas chapter ("When does the cone appear?")."""
+class SweepChapterOptions(Config):
+    """The parameters of a chapter drawn from sweep summaries (the atlas, the controls)."""
 
-    LABEL = "the atlas notebook"
+    LABEL = "the notebook"
 
-    grid: str = param("atlas", "the sweep's grid: a name in sweeps/ (atlas) or the path of a grid file")
-    results_root: str | None = param(None, "where the runs and the summary are stored; None: the repository's "
+    results_root: str | None = param(None, "where the runs and their summaries are stored; None: the repository's "
                                      "results/", runtime=True, is_path=True)
     compute: bool = param(False, "run the grid points that are not stored (conelib sweep does the same); False: "
                                  "only read what is stored", runtime=True)
     workers: int = param(2, "Dask workers when computing", check=lambda v: v >= 1, allowed="an integer >= 1",
                          runtime=True)
+
+
+@dataclass(frozen=True, init=False)
+class AtlasOptions(SweepChapterOptions):
+    """The parameters of the atlas chapter ("When does the cone appear?")."""
+
+    LABEL = "the atlas notebook"
+
+    grid: str = param("atlas", "the sweep's grid: a name in sweeps/ (atlas) or the path of a grid file")
 
 
 @dataclass(frozen=True)
@@ -97,18 +105,11 @@ class MeasuresOptions(Config):
 
 
 @dataclass(frozen=True, init=False)
-class ConeOptions(Config):
+class ConeOptions(SweepChapterOptions):
     """The parameters of the chapter "Is it a cone?" (the controls: ``sweeps/controls.yaml``,
     ``sweeps/long.yaml``, and the atlas)."""
 
     LABEL = "the cone notebook"
-
-    results_root: str | None = param(None, "where the control runs and their summaries are stored; None: the "
-                                     "repository's results/", runtime=True, is_path=True)
-    compute: bool = param(False, "run the control grid points that are not stored (conelib sweep does the same); "
-                                 "False: only read what is stored", runtime=True)
-    workers: int = param(2, "Dask workers when computing", check=lambda v: v >= 1, allowed="an integer >= 1",
-                         runtime=True)
 
 
 #: the notebooks, in the order the book tells them: name -> what it reads
