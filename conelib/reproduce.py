@@ -283,7 +283,7 @@ def plan(profile: str = "mnist", only: Sequence[str] | None = None, *, quick: bo
             for k, seed in enumerate(old["seed"].values.tolist()):
                 cost = float(old["standard_seconds"].values[k]) + float(np.nansum(old["continuation_seconds"].values[:, k])) \
                     if "standard_seconds" in old and "continuation_seconds" in old else float("nan")
-                found.append(PlannedRun("switching", cfg.for_seed(int(seed)).replace(workers=1), ["switching"],
+                found.append(PlannedRun("switching", cfg.for_seed(int(seed)).replace(processes=1), ["switching"],
                                         f"{cfg.model} seed {int(seed)}", cost))
         runs += _cheapest(found) if quick else found
     if "atlas" in only:

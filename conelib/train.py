@@ -572,6 +572,7 @@ def train(
     desc: str | None = None,
     decay_center: Sequence[torch.Tensor] | None = None,
     loss_scale: float = 1.0,
+    stop_when: Callable[[int, nn.Module, TrainHistory], bool] | None = None,
 ) -> TrainHistory:
     """Train ``model`` in place with mini-batch SGD on cross-entropy.
 
@@ -615,6 +616,10 @@ def train(
             instead of ``weight_decay * theta``; momentum and the rest of the update are unchanged.
         loss_scale: the mini-batch loss is multiplied by this (``1/alpha^2`` for an output scale
             alpha, :mod:`conelib.models.scaling`); the recorded metrics are unscaled.
+        stop_when: called as ``stop_when(t, model, history)`` after every snapshot (its metrics
+            already in ``history``); when it returns true, training ends at step ``t`` (no update
+            after it, so the model holds the state at ``t``; a checkpoint due at ``t`` is still
+            written). ``None``: train to ``config.steps``.
 
     Returns:
         The :class:`TrainHistory` of the snapshots in ``[start_step, T]``.
@@ -641,6 +646,8 @@ def train(
         raise ValueError("checkpoint_steps given but checkpoint_dir is None; pass a directory")
     if on_snapshot is not None and not callable(on_snapshot):
         raise ValueError("on_snapshot must be callable(step, model) or None")
+    if stop_when is not None and not callable(stop_when):
+        raise ValueError("stop_when must be callable(step, model, history) or None")
     _check_data(data)
 
     device, dtype = _model_device_dtype(model)
@@ -734,7 +741,8 @@ def train(
         for key, values in history.extra.items():
             values.append(_to_record(returned[key]) if returned and key in returned else None)
 
-    def at_step(t: int, bar: tqdm) -> None:
+    def at_step(t: int, bar: tqdm) -> bool:
+        """Snapshot and checkpoint at step ``t``; whether ``stop_when`` ends the training there."""
         if t in snap_set or t in ckpt_set:
             check_pending(bar)  # never record or save a diverged state
         if t in snap_set:
@@ -742,13 +750,16 @@ def train(
         if t in ckpt_set:
             path = Path(checkpoint_dir) / f"step_{t:07d}.pt"
             history.checkpoints[t] = save_checkpoint(path, model, optimizer, t, config)
+        return t in snap_set and stop_when is not None and bool(stop_when(t, model, history))
 
     was_training = model.training
     model.train()
     bar = tqdm(total=total - start_step, desc=desc or "train", unit="step", disable=not progress)
     try:
-        at_step(start_step, bar)
+        stop = at_step(start_step, bar)
         for t in range(start_step, total):
+            if stop:
+                break
             lr = config.lr_at(t)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -776,7 +787,7 @@ def train(
                         p.grad.add_(p - c, alpha=config.weight_decay)
             optimizer.step()
             bar.update(1)
-            at_step(t + 1, bar)
+            stop = at_step(t + 1, bar)
         check_pending(bar)
     finally:
         bar.close()

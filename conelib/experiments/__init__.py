@@ -1,6 +1,6 @@
 """The paper's experiments, each a function of a typed config that returns an ``xarray.Dataset``."""
 
-from conelib.experiments.common import RunConfig, profile_runs, resolve_device
+from conelib.experiments.common import RunConfig, profile_runs, resolve_device, same_trajectory
 from conelib.experiments.kernel_dynamics import (
     KernelDynamicsConfig,
     kernel_dynamics,
@@ -10,13 +10,14 @@ from conelib.experiments.kernel_dynamics import (
 from conelib.experiments.switching import (
     SwitchingConfig,
     continue_linearized,
+    continue_small_lr,
     switching,
     switching_config,
     switching_configs,
 )
 
 __all__ = [
-    "RunConfig", "profile_runs", "resolve_device",
+    "RunConfig", "profile_runs", "resolve_device", "same_trajectory",
     "KernelDynamicsConfig", "kernel_dynamics", "kernel_dynamics_config", "kernel_dynamics_configs",
-    "SwitchingConfig", "continue_linearized", "switching", "switching_config", "switching_configs",
+    "SwitchingConfig", "continue_linearized", "continue_small_lr", "switching", "switching_config", "switching_configs",
 ]
