@@ -209,7 +209,9 @@ class SwitchingConfig(RunConfig):
         if self.compare_from is not None and (self.compare_from not in self.switch_steps
                                               or not 0 < self.compare_from < T):
             raise ParameterError("compare_from", f"parameter 'compare_from' ({self.compare_from}) must be one of the "
-                                 f"switching steps strictly between 0 and steps: {list(self.switch_steps[1:-1])}")
+                                 f"switching steps strictly between 0 and steps: {list(self.switch_steps[1:-1])} "
+                                 "(a profile fixes it for its own grid: set compare_from, or None, when you change "
+                                 "switch_steps or steps)")
         seeds = self.seeds or (int(self.seed),)
         object.__setattr__(self, "seeds", seeds)
         if self.train.seed != seeds[0]:
