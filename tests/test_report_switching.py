@@ -85,3 +85,18 @@ def test_the_test_loss_caveat_quotes_the_rise(tmp_path) -> None:
     ds["standard_test_loss"][:] = np.array([0.5, 0.4, 0.3, 0.35, 0.45, np.nan, np.nan]) + np.array([[0.0], [0.01]])
     claim = _report(ds, tmp_path=tmp_path).claims("lenet_300_100")["test_loss_rises_late"]
     assert claim.supported is True and "lowest at step 20" in claim.sentence and "overconfidence" in claim.sentence
+
+
+def test_the_profile_report_reads_the_stored_runs_and_names_the_missing_ones(tmp_path) -> None:
+    import warnings
+
+    from conelib.report.switching import profile_report
+
+    with pytest.raises(FileNotFoundError, match="lenet_300_100.*lenet5"):
+        profile_report("mnist", results_root=tmp_path)
+    root = Path(__file__).resolve().parent.parent / "results"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # stored results that predate the full configuration
+        rep = profile_report("mnist", results_root=root, n_boot=300, phase_boot=20)
+    assert "lenet5" in rep.models and all(rep.compare_from(m) == 2000 for m in rep.models)
+    assert set(rep.claims("lenet5")) == {"later_better_at_T", "test_loss_rises_late"}  # no controls stored for it

@@ -83,6 +83,7 @@ def _versus_switch_step(ds: xr.Dataset, metric: int, pick: alt.Parameter) -> alt
                            "hi": [float(np.nanmax(std))], "what": ["standard run"]})
     x = alt.X("switch_step:Q", title="switching step t")
     y_title = f"{label} at T"
+    y_axis = alt.Axis(format=".1%" if error else ".3f")
     layers: list[alt.Chart] = []
     if n_seeds > 1:
         layers.append(alt.Chart(std_df).mark_rect(color="gray", opacity=0.15).encode(y="lo:Q", y2="hi:Q"))
@@ -96,7 +97,8 @@ def _versus_switch_step(ds: xr.Dataset, metric: int, pick: alt.Parameter) -> alt
             x=x, y=alt.Y("mean:Q", title=y_title),
             tooltip=[alt.Tooltip("what:N", title="arm"), alt.Tooltip("switch_step:Q", title="t"),
                      alt.Tooltip("mean:Q", title=f"{label} (mean)", format=fmt)]))
-    layers.append(alt.Chart(df).mark_line(color=_LIN_COLOR).encode(x=x, y=alt.Y("mean:Q", title=y_title)))
+    layers.append(alt.Chart(df).mark_line(color=_LIN_COLOR).encode(x=x, y=alt.Y("mean:Q", title=y_title,
+                                                                                  axis=y_axis)))
     tooltip = [alt.Tooltip("switch_step:Q", title="switching step t"),
                alt.Tooltip("mean:Q", title=f"{label} (mean)" if n_seeds > 1 else label, format=fmt)]
     if n_seeds > 1:
@@ -104,7 +106,7 @@ def _versus_switch_step(ds: xr.Dataset, metric: int, pick: alt.Parameter) -> alt
                     alt.Tooltip("hi:Q", title="max over seeds", format=fmt),
                     alt.Tooltip("n_seeds:Q", title="seeds")]
     points = alt.Chart(df).mark_point(filled=True, color=_LIN_COLOR, cursor="pointer").encode(
-        x=x, y=alt.Y("mean:Q", title=y_title, scale=alt.Scale(zero=False)),
+        x=x, y=alt.Y("mean:Q", title=y_title, scale=alt.Scale(zero=False), axis=y_axis),
         size=alt.condition(pick, alt.value(130), alt.value(45), empty=False),
         stroke=alt.condition(pick, alt.value("black"), alt.value("white"), empty=False),
         tooltip=tooltip,
@@ -120,11 +122,13 @@ def _versus_switch_step(ds: xr.Dataset, metric: int, pick: alt.Parameter) -> alt
 def _curves(ds: xr.Dataset, metric: int, pick: alt.Parameter) -> alt.LayerChart:
     label, _, curve, std_curve, _, _, fmt, error = _METRICS[metric]
     df = _as_shown(ds[curve], error).to_dataframe(name="value").reset_index()
-    df = df[np.isfinite(df["value"])][["switch_step", "seed", "step", "value"]]
+    df = df[np.isfinite(df["value"]) & (df["value"] > 0)][["switch_step", "seed", "step", "value"]]
     std = _as_shown(ds[std_curve], error).to_dataframe(name="value").reset_index()
-    std = std[np.isfinite(std["value"])][["seed", "step", "value"]]
+    std = std[np.isfinite(std["value"]) & (std["value"] > 0)][["seed", "step", "value"]]
     std["what"] = "standard run"
-    y = alt.Y("value:Q", title=label, scale=alt.Scale(zero=False))
+    # a log scale: the first steps (error near 0.9) would otherwise flatten the part that matters
+    y = alt.Y("value:Q", title=f"{label} (log scale)", scale=alt.Scale(type="log"),
+              axis=alt.Axis(format=".1%" if error else ".2f"))
     base_std = alt.Chart(std).mark_line(color="gray", strokeDash=[6, 3]).encode(
         x=_step_axis(), y=y, detail="seed:N",
         tooltip=[alt.Tooltip("what:N", title="run"), alt.Tooltip("seed:N"), alt.Tooltip("step:Q", title="step"),
@@ -252,7 +256,8 @@ def error_vs_train_loss_chart(ds: xr.Dataset) -> alt.LayerChart:
     df = pd.concat(rows, ignore_index=True)
     std = frame(ds["standard_test_acc"], ds["standard_train_loss"]).assign(run="standard", t=end_step(ds))
     x = alt.X("train_loss:Q", title="train loss (geometric mean over seeds)", scale=alt.Scale(type="log"))
-    y = alt.Y("error:Q", title="test error (mean over seeds)", scale=alt.Scale(zero=False))
+    y = alt.Y("error:Q", title="test error (mean over seeds, log scale)", scale=alt.Scale(type="log"),
+              axis=alt.Axis(format=".1%"))
     tooltip = [alt.Tooltip("run:N"), alt.Tooltip("t:Q", title="switched at t"), alt.Tooltip("step:Q"),
                alt.Tooltip("train_loss:Q", format=".2e"), alt.Tooltip("error:Q", format=".2%")]
     colour = alt.Color("t:O", title="switching step t", scale=alt.Scale(scheme="viridis",

@@ -5,7 +5,13 @@ configurations and returns a :class:`SwitchingReport`: the setting (:attr:`Switc
 per model a table of every switching step (:meth:`SwitchingReport.table`), McNemar's p-values per
 seed (:meth:`SwitchingReport.mcnemar_table`), the claims with a plain yes / no / cannot tell
 (:meth:`SwitchingReport.claims`, which the chapter "Is it a cone?" also reads) and the sentences
-that say what the runs show (:meth:`SwitchingReport.findings`).
+that say what the runs show (:meth:`SwitchingReport.findings`). :func:`profile_report` does the
+same for the stored runs of a profile without computing anything (for other chapters)::
+
+    from conelib.report.switching import profile_report
+
+    report = profile_report("mnist")
+    report.claims("lenet_300_100")["later_better_at_matched_loss"].supported   # True / False / None
 
 "Later is better" is read at the comparison step ``compare_from`` fixed in advance in the
 configuration (the profile), never from the data; the end of Phase I measured on the
@@ -38,9 +44,10 @@ from conelib.analysis.switching import (
     switch_steps,
 )
 from conelib.analysis.text import Facts, describe_range, format_interval
-from conelib.experiments.switching import SwitchingConfig, config_of
+from conelib.experiments.switching import EXPERIMENT, SwitchingConfig, config_of, switching_configs
+from conelib.results import load_result, result_path
 
-__all__ = ["Claim", "ModelFindings", "SwitchingReport", "switching_report", "CLAIMS"]
+__all__ = ["Claim", "ModelFindings", "SwitchingReport", "switching_report", "profile_report", "CLAIMS"]
 
 #: the claims the chapter weighs (name -> what it says)
 CLAIMS: dict[str, str] = {
@@ -222,7 +229,12 @@ def _rows(ds: xr.Dataset, compare_from: int | None, n_boot: int) -> pd.DataFrame
             row["small-lr minus linearized error (points)"] = _interval(
                 compare(ds, ("small_lr", t), ("at_T", t), n_boot=n_boot))
         rows.append(row)
-    return pd.DataFrame(rows).fillna("")
+    frame = pd.DataFrame(rows)
+    first = ["t", "test error at T (%)", "test loss at T", "train loss at T", "gain over t = 0 (points)"]
+    if compare_from is not None:
+        first.append(f"gain over t = {compare_from:,} at T")
+    order = [c for c in first if c in frame] + [c for c in frame if c not in first]
+    return frame[order].fillna("")
 
 
 def _test_loss_claim(ds: xr.Dataset) -> Claim:
@@ -400,3 +412,22 @@ def switching_report(results: Mapping[str, xr.Dataset] | Sequence[xr.Dataset],
         alpha=f"{ALPHA}",
     )
     return SwitchingReport(by_model, facts)
+
+
+def profile_report(profile: str = "mnist", *, results_root: str | Path | None = None, **kwargs: Any) -> SwitchingReport:
+    """:func:`switching_report` on the stored switching runs of ``profile`` (their configurations,
+    hence their comparison step, from the profile); nothing is computed.
+
+    Raises:
+        FileNotFoundError: none of the profile's runs is stored (the message names them).
+    """
+    configs = switching_configs(profile)
+    found, missing = [], []
+    for cfg in configs:
+        path = result_path(EXPERIMENT, cfg.identity(), results_root)
+        (found if path.exists() else missing).append((cfg, path))
+    if not found:
+        raise FileNotFoundError(f"no switching run of profile {profile!r} is stored: "
+                                + ", ".join(f"{c.model} ({p})" for c, p in missing))
+    return switching_report([load_result(p) for _, p in found], [c for c, _ in found], results_root=results_root,
+                            **kwargs)
