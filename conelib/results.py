@@ -534,8 +534,15 @@ def check_full_config(ds: xr.Dataset, full: Mapping[str, Any] | None, path: str 
                       "older conelib); `conelib migrate-results` adds it", RuntimeWarning, stacklevel=3)
         return
     want = canonical_config(full)
+    # a parameter added after the file was written is absent from it: under the same identity it is
+    # at its default, which (open_lth's rule) reproduces what the code did before it existed
+    added = sorted(set(want) - set(stored))
+    if added:
+        warnings.warn(f"stored result {path} predates the parameter(s) {added}; read at their defaults "
+                      f"({', '.join(f'{k}={want[k]!r}' for k in added)}); `conelib migrate-results` records them",
+                      RuntimeWarning, stacklevel=3)
     diff = {k: (stored.get(k, "<absent>"), want.get(k, "<absent>")) for k in sorted(set(stored) | set(want))
-            if stored.get(k, "<absent>") != want.get(k, "<absent>")}
+            if k not in added and stored.get(k, "<absent>") != want.get(k, "<absent>")}
     if diff:
         what = ", ".join(f"{k}: stored {a!r}, now {b!r}" for k, (a, b) in diff.items())
         raise StaleResultError(

@@ -576,6 +576,7 @@ def train(
     decay_center: Sequence[torch.Tensor] | None = None,
     loss_scale: float = 1.0,
     data_seed: int | None = None,
+    stop_when: Callable[[int, nn.Module, TrainHistory], bool] | None = None,
 ) -> TrainHistory:
     """Train ``model`` in place with mini-batch SGD on cross-entropy.
 
@@ -626,6 +627,10 @@ def train(
             the same state: the spawned children of :mod:`conelib.experiments.spawning` (Frankle
             et al. 2020's instability analysis) continue one parent with their own data orders.
             The model's own randomness (dropout) stays a function of ``config.seed``.
+        stop_when: called as ``stop_when(t, model, history)`` after every snapshot (its metrics
+            already in ``history``); when it returns true, training ends at step ``t`` (no update
+            after it, so the model holds the state at ``t``; a checkpoint due at ``t`` is still
+            written). ``None``: train to ``config.steps``.
 
     Returns:
         The :class:`TrainHistory` of the snapshots in ``[start_step, T]``.
@@ -654,6 +659,8 @@ def train(
         raise ValueError("checkpoint_steps given but checkpoint_dir is None; pass a directory")
     if on_snapshot is not None and not callable(on_snapshot):
         raise ValueError("on_snapshot must be callable(step, model) or None")
+    if stop_when is not None and not callable(stop_when):
+        raise ValueError("stop_when must be callable(step, model, history) or None")
     _check_data(data)
 
     device, dtype = _model_device_dtype(model)
@@ -747,7 +754,8 @@ def train(
         for key, values in history.extra.items():
             values.append(_to_record(returned[key]) if returned and key in returned else None)
 
-    def at_step(t: int, bar: tqdm) -> None:
+    def at_step(t: int, bar: tqdm) -> bool:
+        """Snapshot and checkpoint at step ``t``; whether ``stop_when`` ends the training there."""
         if t in snap_set or t in ckpt_set:
             check_pending(bar)  # never record or save a diverged state
         if t in snap_set:
@@ -755,13 +763,16 @@ def train(
         if t in ckpt_set:
             path = Path(checkpoint_dir) / f"step_{t:07d}.pt"
             history.checkpoints[t] = save_checkpoint(path, model, optimizer, t, config)
+        return t in snap_set and stop_when is not None and bool(stop_when(t, model, history))
 
     was_training = model.training
     model.train()
     bar = tqdm(total=total - start_step, desc=desc or "train", unit="step", disable=not progress)
     try:
-        at_step(start_step, bar)
+        stop = at_step(start_step, bar)
         for t in range(start_step, total):
+            if stop:
+                break
             lr = config.lr_at(t)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -789,7 +800,7 @@ def train(
                         p.grad.add_(p - c, alpha=config.weight_decay)
             optimizer.step()
             bar.update(1)
-            at_step(t + 1, bar)
+            stop = at_step(t + 1, bar)
         check_pending(bar)
     finally:
         bar.close()

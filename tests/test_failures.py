@@ -63,7 +63,7 @@ def test_a_changed_value_in_a_stored_result_is_detected_and_recomputed(stored, t
 
 # 3 ------------------------------------------------------------------------------------------
 def test_an_unreadable_stored_file_counts_as_missing_for_the_notebooks(stored, tmp_path):
-    from conelib.experiments.switching import matching_kernel_dynamics
+    from conelib.analysis.switching import matching_kernel_dynamics
 
     cfg, ds, root = stored
     folder = tmp_path / "kernel_dynamics"

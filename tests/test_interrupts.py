@@ -32,7 +32,8 @@ ROOT = Path(__file__).resolve().parent.parent
 LONG_KD = dict(profile="quick", model="lenet_300_100", dataset="digits", steps=200000, snapshot_every=10000,
                dts="[10000]", taus="[10000]", probe_size=16, batch_size=32, device="cpu", seeds="[0]")
 SWITCHING = dict(profile="quick", model="lenet_300_100", dataset="digits", steps=300, eval_every=50,
-                 switch_steps="[0, 50, 100, 150, 200, 250]", batch_size=32, device="cpu", workers=2)
+                 switch_steps="[0, 50, 100, 150, 200, 250]", compare_from=100, batch_size=32, device="cpu",
+                 processes=2)
 #: the kernel's own start-up notice (ipykernel's, not ours): the only other line allowed
 KERNEL_NOTICE = "Kernel is running over TCP without encryption"
 

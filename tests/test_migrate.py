@@ -82,3 +82,26 @@ def test_unreadable_files_are_skipped_and_named(tmp_path):
     (folder / "garbage.nc").write_bytes(b"not a netcdf file")
     done = migrate.migrate_results(tmp_path)
     assert len(done) == 1 and done[0].skipped
+
+
+def test_a_parameter_added_since_loads_with_a_warning_and_is_recorded(stored):
+    """A file written before a parameter existed lacks it in its full configuration: same identity
+    (the parameter is at its default), so it loads with a warning, and migrate-results records it."""
+    root, cfg, ds = stored
+    path = result_path("kernel_dynamics", cfg.identity(), root)
+    full = json.loads(ds.attrs["config_full_json"])
+    older = ds.copy()
+    older.attrs["config_full_json"] = json.dumps({k: v for k, v in full.items() if k != "label_noise"})
+    save_result(older, path)
+    with pytest.warns(RuntimeWarning, match=r"predates the parameter\(s\) \['label_noise'\]"):
+        kernel_dynamics(cfg, results_root=root, progress=False)
+    done = migrate.migrate_results(root)
+    assert len(done) == 1 and done[0].new == path and "label_noise" in done[0].what
+    assert json.loads(load_result(path).attrs["config_full_json"]) == full
+    # a value that differs is still refused
+    changed = ds.copy()
+    changed.attrs["config_full_json"] = json.dumps({**{k: v for k, v in full.items() if k != "label_noise"},
+                                                    "lr": 0.05})
+    save_result(changed, path)
+    with pytest.raises(StaleResultError, match=r"lr: stored 0.05, now 0.1"):
+        kernel_dynamics(cfg, results_root=root, progress=False)

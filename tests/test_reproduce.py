@@ -28,7 +28,7 @@ def tiny_profile(tmp_path, monkeypatch):
     profile.write_text(yaml.safe_dump({
         "kernel_dynamics": {**TINY, "steps": 80, "snapshot_every": 5, "dts": [10, 20], "taus": [10, 30],
                             "probe_size": 20},
-        "switching": {**TINY, "switch_steps": [20], "eval_every": 20, "workers": 1},
+        "switching": {**TINY, "switch_steps": [20], "eval_every": 20, "processes": 1},
     }))
     stored = tmp_path / "stored"
     monkeypatch.setenv("CONELIB_RESULTS", str(stored))
@@ -114,7 +114,7 @@ def two_seed_profile(tmp_path, monkeypatch):
     profile.write_text(yaml.safe_dump({
         "kernel_dynamics": {**TINY, "seeds": [0, 1], "snapshot_every": 10, "dts": [10, 20], "taus": [10, 30],
                             "probe_size": 20},
-        "switching": {**TINY, "seeds": [0, 1], "switch_steps": [20], "eval_every": 20, "workers": 1},
+        "switching": {**TINY, "seeds": [0, 1], "switch_steps": [20], "eval_every": 20, "processes": 1},
     }))
     grid = tmp_path / "atlas.yaml"
     base = {k: v for k, v in TINY.items() if k != "seed"}

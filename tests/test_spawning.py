@@ -154,7 +154,7 @@ def test_profiles_give_the_kernel_dynamics_training_and_the_notebook_resolves_th
     """Each profile's spawning runs follow its shared training recipe (the parent is the
     kernel-dynamics run), and the notebook's parameters resolve to those runs without training."""
     from conelib.experiments import kernel_dynamics_configs
-    from conelib.experiments.switching import same_trajectory
+    from conelib.experiments.common import same_trajectory
     from conelib.tools.nbparams import NOTEBOOKS, check
     from conelib.tools.reproduce import default_experiments
 

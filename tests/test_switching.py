@@ -1,7 +1,10 @@
-"""The switching experiment (Figure 2): its config, Dataset, continuations, summary, chart and
-notebook. Oracles: the standard run itself (switching at T, and every continuation at its own
-switching step), an independently built linear model (switching at 0), a brute-force Jacobian,
-hand-made Datasets for the summary, and the Dataset's own numbers for the chart."""
+"""The switching experiment (Figure 2): its config, Dataset, continuations (linearized and
+small-learning-rate), matched train loss, per-image correctness, chart and notebook. Oracles: the
+standard run itself (switching at T, and every continuation at its own switching step), an
+independently built linear model (switching at 0), a brute-force Jacobian, a from-scratch run at
+the small learning rate (the small-lr arm at 0), the same configuration without the matched-loss
+extension, and the Dataset's own numbers for the per-image data and the chart. The statistics
+are tested in test_analysis_switching.py."""
 
 from __future__ import annotations
 
@@ -17,15 +20,11 @@ import xarray as xr
 
 from conelib import data as data_mod
 from conelib import models
-from conelib.experiments import SwitchingConfig, continue_linearized, switching, switching_config
-from conelib.experiments.switching import (
-    POLICIES,
-    SWITCHING_VERDICTS,
-    matching_phase_one_end,
-    summarize,
-)
-from conelib.results import config_hash, save_result, stored_results
-from conelib.train import make_optimizer, save_checkpoint
+from conelib.experiments import SwitchingConfig, continue_linearized, switching, switching_config, switching_configs
+from conelib.experiments.continuations import MatchRule
+from conelib.experiments.switching import POLICIES, combine_seeds, switching_by_seed
+from conelib.results import config_hash, load_result, result_path, stored_results
+from conelib.train import make_optimizer, save_checkpoint, train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import browser  # noqa: E402  (tests/browser.py, a helper module)
@@ -36,6 +35,8 @@ SW = sys.modules["conelib.experiments.switching"]
 
 TINY = dict(model="lenet_300_100", dataset="digits", steps=8, switch_steps=(4,), eval_every=4, batch_size=32,
             lr=0.05, momentum=0.9, device="cpu")
+#: the tiny run with both controls: the small-lr arm and a matched train loss up to step 40
+CONTROLS = dict(small_lr_factor=0.5, match_horizon=40)
 
 needs_chromium = pytest.mark.skipif(not browser.chromium_available(),
                                     reason=f"needs {browser.CHROMIUM} and the playwright package")
@@ -44,7 +45,7 @@ needs_chromium = pytest.mark.skipif(not browser.chromium_available(),
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> tuple[SwitchingConfig, xr.Dataset, Path]:
     root = tmp_path_factory.mktemp("results")
-    cfg = SwitchingConfig(**TINY, seeds=(0, 1))
+    cfg = SwitchingConfig(**TINY, **CONTROLS, seeds=(0, 1))
     ds = switching(cfg, results_root=root, progress=False)
     return cfg, ds, root
 
@@ -68,6 +69,12 @@ def test_config_normalises_the_grid_and_the_seeds() -> None:
     assert config_hash(same.identity()) == config_hash(cfg.identity())
     assert "device" not in cfg.identity() and "data_root" not in cfg.identity()
     assert cfg.for_seed(2).seeds == (2,) and cfg.for_seed(2).seed == 2
+    # the controls: the matched-loss horizon extends the curves; compare_from and processes are runtime
+    ctl = SwitchingConfig(**TINY, **CONTROLS, compare_from=4, processes=0)
+    assert ctl.horizon == 40 and ctl.curve_steps == list(range(0, 41, 4))
+    assert ctl.identity()["small_lr_factor"] == 0.5 and ctl.identity()["match_horizon"] == 40
+    assert "compare_from" not in ctl.identity() and "processes" not in ctl.identity()
+    assert config_hash(ctl.identity()) == config_hash(ctl.replace(compare_from=None, processes=1).identity())
 
 
 @pytest.mark.parametrize(("field", "value", "match"), [
@@ -81,6 +88,13 @@ def test_config_normalises_the_grid_and_the_seeds() -> None:
     ("eval_every", 0, "eval_every"),
     ("optimizer_policy", "keep", "carried"),
     ("model", "mlp", "model"),
+    ("small_lr_factor", 0.0, "small_lr_factor"),
+    ("small_lr_factor", 1.5, "small_lr_factor"),
+    ("match_horizon", 6, "match_horizon"),
+    ("compare_from", 3, "compare_from"),
+    ("compare_from", 8, "compare_from"),
+    ("processes", -1, "processes"),
+    ("workers", 2, "processes"),  # the old name is refused, and the new one suggested
 ])
 def test_config_rejects_bad_values(field: str, value, match: str) -> None:
     with pytest.raises(ValueError, match=match):
@@ -97,7 +111,7 @@ def test_list_parameters_take_text_and_single_values() -> None:
 def test_profiles_match_the_kernel_dynamics_training() -> None:
     """The switching sections train exactly as the kernel-dynamics sections of the same profile."""
     from conelib.experiments import kernel_dynamics_config
-    from conelib.experiments.switching import same_trajectory
+    from conelib.experiments import same_trajectory
 
     for profile in ("quick", "mnist", "paper"):
         cfg = switching_config(profile, device="cpu")
@@ -117,34 +131,127 @@ def test_dataset_layout_and_ranges(tiny) -> None:
     cfg, ds, _ = tiny
     assert ds["switch_step"].values.tolist() == [0, 4, 8]
     assert ds["seed"].values.tolist() == [0, 1]
-    assert ds["step"].values.tolist() == [0, 4, 8]
-    for name in ("final_test_acc", "final_test_loss", "final_train_loss", "final_train_acc"):
-        assert ds[name].dims == ("switch_step", "seed")
-    for name in ("test_acc_curve", "test_loss_curve", "train_loss_curve"):
-        assert ds[name].dims == ("switch_step", "seed", "step")
+    assert ds["step"].values.tolist() == cfg.curve_steps == list(range(0, 41, 4))
+    assert ds.attrs["T"] == 8 and ds.sizes["image"] == ds.attrs["n_test"]
+    for name in ("final_test_acc", "final_test_loss", "final_train_loss", "final_train_acc", "matched_step",
+                 "small_lr_final_test_acc", "small_lr_final_train_loss"):
+        assert ds[name].dims == ("switch_step", "seed"), name
+    for name in ("test_acc_curve", "test_loss_curve", "train_loss_curve", "small_lr_test_acc_curve"):
+        assert ds[name].dims == ("switch_step", "seed", "step"), name
+    for name in ("final_test_correct", "matched_test_correct", "small_lr_test_correct"):
+        assert ds[name].dims == ("switch_step", "seed", "image") and ds[name].dtype == np.int8, name
+    assert ds["standard_test_correct"].dims == ("seed", "step", "image")
     assert ds["standard_test_acc"].dims == ("seed", "step")
-    for name in ("final_test_acc", "final_train_acc", "standard_test_acc", "test_acc_curve"):
+    for name in ("final_test_acc", "final_train_acc", "standard_test_acc", "test_acc_curve", "small_lr_final_test_acc"):
         v = ds[name].values
         v = v[np.isfinite(v)]
         assert v.size and np.all((v >= 0) & (v <= 1)), name
-    for name in ("final_test_loss", "final_train_loss", "standard_test_loss"):
+    for name in ("final_test_loss", "final_train_loss", "standard_final_test_loss", "small_lr_final_test_loss"):
         assert np.all(np.isfinite(ds[name].values) & (ds[name].values > 0)), name
-    assert np.isnan(ds["diverged_step"].values).all()
+    assert np.isnan(ds["diverged_step"].values).all() and np.isnan(ds["small_lr_diverged_step"].values).all()
     for name in ds.variables:
         assert "long_name" in ds[name].attrs and "units" in ds[name].attrs, name
     for key in ("config_json", "config_hash", "git_commit", "torch_version", "device", "created", "optimizer_policy",
-                "norm_mode", "wall_seconds", "curve_before_switch"):
+                "norm_mode", "wall_seconds", "curve_before_switch", "matched_loss", "small_lr"):
         assert key in ds.attrs, key
     assert ds.attrs["optimizer_policy"] == "carried" and ds.attrs["experiment"] == "switching"
-    # each curve is NaN before its switching step and finite from it on
+    # each curve is NaN before its switching step, finite from it to where it stopped, NaN after
     for t in ds["switch_step"].values:
-        curve = ds["test_acc_curve"].sel(switch_step=t)
-        before = curve.where(curve["step"] < t, drop=True)
-        after = curve.where(curve["step"] >= t, drop=True)
-        assert np.isnan(before.values).all() and np.isfinite(after.values).all()
+        for k in range(2):
+            last = int(ds["last_step"].sel(switch_step=t).values[k])
+            curve = ds["test_acc_curve"].sel(switch_step=t).isel(seed=k)
+            assert np.isnan(curve.where(curve["step"] < t, drop=True).values).all()
+            assert np.isfinite(curve.where((curve["step"] >= t) & (curve["step"] <= last), drop=True).values).all()
+            assert np.isnan(curve.where(curve["step"] > last, drop=True).values).all()
+            small = ds["small_lr_test_acc_curve"].sel(switch_step=t).isel(seed=k)
+            assert np.isnan(small.where(small["step"] > 8, drop=True).values).all()
+    # the standard run is recorded to T only
+    assert (ds["standard_test_correct"].sel(step=ds.step[ds.step > 8]) == -1).all()
+    assert np.isnan(ds["standard_test_acc"].sel(step=ds.step[ds.step > 8]).values).all()
     # the displacement of the t = T continuation is zero; the others moved
-    assert (ds["lin_displacement"].sel(switch_step=8).values == 0).all()
-    assert (ds["lin_displacement"].sel(switch_step=0).values > 0).all()
+    for name in ("lin_displacement", "small_lr_displacement"):
+        assert (ds[name].sel(switch_step=8).values == 0).all()
+        assert (ds[name].sel(switch_step=0).values > 0).all()
+
+
+def test_per_image_correctness_is_the_stored_accuracy(tiny) -> None:
+    """Oracle: the stored accuracies (computed by conelib.train.evaluate). The share of images a
+    model gets right is its test accuracy, for every model whose images are stored."""
+    _, ds, _ = tiny
+    for correct, acc in (("final_test_correct", "final_test_acc"), ("small_lr_test_correct", "small_lr_final_test_acc"),
+                         ("matched_test_correct", "matched_test_acc")):
+        c = ds[correct].values
+        recorded = (c >= 0).all(axis=-1)
+        np.testing.assert_allclose(c.mean(-1)[recorded], ds[acc].values[recorded], atol=1e-12, err_msg=correct)
+        assert (np.isfinite(ds[acc].values) == recorded).all(), correct
+    std = ds["standard_test_correct"].sel(step=ds.step[ds.step <= 8]).values
+    np.testing.assert_allclose(std.mean(-1), ds["standard_test_acc"].sel(step=ds.step[ds.step <= 8]).values, atol=1e-12)
+    # switching at T is the standard run, image by image
+    np.testing.assert_array_equal(ds["final_test_correct"].sel(switch_step=8).values,
+                                  ds["standard_test_correct"].sel(step=8).values)
+
+
+def test_the_matched_step_is_where_the_train_loss_first_reaches_the_standard_runs(tiny) -> None:
+    """Oracle: the stored curves. matched_step is the first curve step from T on at which the
+    continuation's train loss is at or below the standard run's at T; where none is, the
+    continuation stopped at the horizon or where a loss falling as 1/(s - t) could not reach it."""
+    cfg, ds, _ = tiny
+    rule_level = ds["standard_final_train_loss"]
+    for t in ds["switch_step"].values:
+        for k in range(ds.sizes["seed"]):
+            curve = ds["train_loss_curve"].sel(switch_step=t).isel(seed=k)
+            level = float(rule_level.isel(seed=k))
+            after = curve.where((curve.step >= 8) & np.isfinite(curve), drop=True)
+            hits = after.step.values[after.values <= level]
+            got = float(ds["matched_step"].sel(switch_step=t).values[k])
+            last = int(ds["last_step"].sel(switch_step=t).values[k])
+            if hits.size:
+                assert got == hits[0] == last
+                assert float(ds["matched_train_loss"].sel(switch_step=t).values[k]) <= level
+                assert float(ds["matched_test_acc"].sel(switch_step=t).values[k]) == float(
+                    ds["test_acc_curve"].sel(switch_step=t, step=int(got)).values[k])
+            else:
+                assert np.isnan(got)
+                rule = MatchRule(level, cfg.horizon)
+                assert last == cfg.horizon or rule.hopeless(last, int(t), float(curve.sel(step=last)))
+    assert (ds["matched_step"].sel(switch_step=8).values == 8).all()  # the standard run is at its own level
+
+
+def test_the_matched_loss_extension_leaves_everything_up_to_T_unchanged(tiny, tmp_path) -> None:
+    """Oracle: the same configuration without the controls: every number at T is identical."""
+    cfg, ds, _ = tiny
+    plain = switching(cfg.replace(small_lr_factor=None, match_horizon=None, seeds=(1,)), results_root=tmp_path,
+                      progress=False)
+    assert plain["step"].values.tolist() == [0, 4, 8] and "small_lr_final_test_acc" not in plain
+    for name in ("final_test_acc", "final_test_loss", "final_train_loss", "final_test_correct", "lin_displacement"):
+        np.testing.assert_array_equal(plain[name].values, ds[name].sel(seed=[1]).values, err_msg=name)
+    np.testing.assert_array_equal(plain["test_loss_curve"].values,
+                                  ds["test_loss_curve"].sel(seed=[1], step=[0, 4, 8]).values)
+
+
+def test_match_rule() -> None:
+    rule = MatchRule(level=0.01, horizon=300)
+    assert rule.reached(0.01) and not rule.reached(0.011)
+    # from t = 100 at s = 200, loss 0.02: at 1/(s - t) it reaches 0.01 at s = 300, just in time
+    assert not rule.hopeless(200, 100, 0.02)
+    assert rule.hopeless(200, 100, 0.0201)
+    assert not rule.hopeless(200, 100, 0.005)  # already there
+
+
+def test_the_small_lr_arm_at_zero_is_a_run_at_the_small_rate_from_the_start(tiny) -> None:
+    """Oracle: a network built from the same seed and trained from scratch with lr x factor by
+    conelib.train.train gives the small-lr arm's numbers at t = 0 exactly; at t = T it is the
+    standard run."""
+    cfg, ds, _ = tiny
+    rc = cfg.for_seed(0)
+    data = data_mod.load_dataset(rc.dataset, seed=0, test_fraction=rc.test_fraction)
+    net = models.build(rc.model, input_shape=data.input_shape, num_classes=10, seed=0)
+    hist = train(net, data, rc.train.replace(lr=rc.lr * cfg.small_lr_factor), progress=False)
+    assert hist.test_loss[-1] == float(ds["small_lr_final_test_loss"].sel(switch_step=0, seed=0))
+    assert hist.train_loss[-1] == float(ds["small_lr_final_train_loss"].sel(switch_step=0, seed=0))
+    for arm, std in (("small_lr_final_test_acc", "standard_final_test_acc"),
+                     ("small_lr_final_test_loss", "standard_final_test_loss")):
+        np.testing.assert_array_equal(ds[arm].sel(switch_step=8).values, ds[std].values)
 
 
 def test_every_continuation_starts_at_the_standard_run_and_t_equal_T_is_it(tiny) -> None:
@@ -156,7 +263,7 @@ def test_every_continuation_starts_at_the_standard_run_and_t_equal_T_is_it(tiny)
         for cont, std in (("test_acc_curve", "standard_test_acc"), ("test_loss_curve", "standard_test_loss"),
                           ("train_loss_curve", "standard_train_loss")):
             np.testing.assert_array_equal(ds[cont].sel(switch_step=t, step=t).values, ds[std].sel(step=t).values)
-    T = int(ds["step"].max())
+    T = int(ds.attrs["T"])
     for final, std in (("final_test_acc", "standard_final_test_acc"), ("final_test_loss", "standard_final_test_loss"),
                        ("final_train_loss", "standard_final_train_loss")):
         np.testing.assert_array_equal(ds[final].sel(switch_step=T).values, ds[std].values)
@@ -267,65 +374,75 @@ def test_continuation_step_with_weight_decay_matches_the_closed_form(tmp_path, d
 
 
 # ------------------------------------------------------------------------------------------
-# summary and Phase I lookup
+# profiles, stored results, runs one seed at a time
 # ------------------------------------------------------------------------------------------
 
 
-def _fake(acc: np.ndarray, steps=(0, 10, 20, 40), std: float | None = None) -> xr.Dataset:
-    acc = np.atleast_2d(np.asarray(acc, float))
-    acc = acc.T if acc.shape[0] == 1 else acc  # (switch_step, seed)
-    std = float(np.mean(acc[-1])) if std is None else std
-    return xr.Dataset({
-        "final_test_acc": (("switch_step", "seed"), acc),
-        "final_test_loss": (("switch_step", "seed"), 1 - acc),
-        "standard_final_test_acc": (("seed",), np.full(acc.shape[1], std)),
-        "standard_final_test_loss": (("seed",), np.full(acc.shape[1], 1 - std)),
-    }, coords={"switch_step": list(steps), "seed": list(range(acc.shape[1]))})
+def test_a_profile_sets_parameters_for_one_model_only() -> None:
+    """mnist: the MLP run with its controls and ten seeds; LeNet-5 keeps the run that is stored."""
+    mlp, lenet5 = switching_configs("mnist")
+    assert (mlp.model, lenet5.model) == ("lenet_300_100", "lenet5")
+    assert mlp.seeds == tuple(range(10)) and lenet5.seeds == (0, 1, 2)
+    assert mlp.small_lr_factor == 0.1 and lenet5.small_lr_factor is None
+    assert mlp.match_horizon == 3 * mlp.steps and lenet5.match_horizon is None
+    assert mlp.compare_from == lenet5.compare_from == 2000 and 2000 in lenet5.switch_steps
+    # a value given by the caller wins over the model's entry
+    assert [c.seeds for c in switching_configs("mnist", seeds=[4, 5])] == [(4, 5), (4, 5)]
+    assert [c.model for c in switching_configs("mnist", models=["lenet5"])] == ["lenet5"]
+    assert switching_configs("mnist", model="lenet5")[0].seeds == (0, 1, 2)
 
 
-def test_summary_numbers_and_verdicts() -> None:
-    s = summarize(_fake([0.80, 0.85, 0.90, 0.95]), phase_end=15)
-    assert s.acc_at_zero == pytest.approx(0.80) and s.acc_standard == pytest.approx(0.95)
-    assert s.phase_switch_step == 10  # 15 is as far from 10 as from 20: the earlier one
-    assert s.acc_at_phase_end == pytest.approx(0.85) and s.loss_at_phase_end == pytest.approx(0.15)
-    assert s.gain == pytest.approx(0.15) and s.rank_correlation == pytest.approx(1.0)
-    assert s.gain_after_phase_end == pytest.approx(0.10)
-    assert s.verdict == SWITCHING_VERDICTS[0] == "later switching helps"
-    assert summarize(_fake([0.80, 0.85, 0.90, 0.95]), phase_end=33).phase_switch_step == 40
-    no_phase = summarize(_fake([0.80, 0.85, 0.90, 0.95]))
-    assert no_phase.acc_at_phase_end is None and no_phase.gain_after_phase_end is None
-    assert summarize(_fake([0.95, 0.9, 0.85, 0.8])).verdict == "later switching hurts"
-    assert summarize(_fake([0.900, 0.901, 0.899, 0.902])).verdict == "no clear effect"  # below tol
-    assert summarize(_fake([0.80, 0.95, 0.81, 0.85])).verdict == "no clear effect"  # rho = 0.4
-    # two seeds: the mean over seeds, and a gain smaller than the seed spread is no evidence
-    two = np.array([[0.80, 0.90], [0.82, 0.92], [0.84, 0.94], [0.86, 0.96]])
-    s2 = summarize(_fake(two))
-    assert s2.acc_at_zero == pytest.approx(0.85) and s2.seed_range == pytest.approx(0.10)
-    assert s2.verdict == "no clear effect"
-    with pytest.raises(ValueError, match="switching Dataset"):
-        summarize(xr.Dataset())
-    with pytest.raises(ValueError, match="tol"):
-        summarize(_fake([0.8, 0.9, 0.9, 0.9]), tol=2)
+def test_a_bad_model_entry_is_named(tmp_path) -> None:
+    import yaml
+
+    base = {"model": "lenet_300_100", "dataset": "digits", "steps": 8, "switch_steps": [4]}
+    for entry, match in (({"mlp": {"seeds": [1]}}, "by_model.*'mlp'"),
+                         ({"lenet5": {"model": "lenet5"}}, "by_model.*cannot change"),
+                         ({"lenet5": {"eval_every": 0}}, "eval_every"),
+                         ([1, 2], "by_model")):
+        path = tmp_path / "p.yaml"
+        path.write_text(yaml.safe_dump({"switching": {**base, "models": ["lenet_300_100", "lenet5"],
+                                                      "by_model": entry}}))
+        with pytest.raises(ValueError, match=match):
+            switching_configs(str(path))
 
 
-def test_phase_one_end_is_read_from_a_matching_kernel_dynamics_result(tmp_path) -> None:
-    from conelib.measures import verdict
-    from conelib.measures.synthetic import trajectory
+def test_the_stored_lenet5_run_loads_without_recomputing(monkeypatch) -> None:
+    """A result stored before the controls existed (no per-image data, no small-lr arm) is still
+    the profile's LeNet-5 run: it loads, and nothing is computed."""
+    def boom(*_a, **_k):
+        raise AssertionError("recomputed a stored result")
 
-    cfg = SwitchingConfig(**TINY)
-    # a synthetic kernel-dynamics result with a known early turn, stored as a run of the same training
-    kd = trajectory("jitter cone", seed=3)
-    kd_cfg = {k: getattr(cfg, k) for k in ("model", "dataset", "width", "norm", "batch_size", "lr", "momentum",
-                                           "weight_decay", "warmup_steps", "gamma", "augment", "test_fraction",
-                                           "seed")}
-    kd_cfg.update(milestones=[], steps=10_000, snapshot_every=50, dts=[50, 100, 200, 400, 800], taus=[])
-    kd.attrs.update(config_json=json.dumps(kd_cfg), config_hash="abc", created="2025-01-01")
-    save_result(kd, tmp_path / "kernel_dynamics" / "abc.nc")
-    got = matching_phase_one_end(cfg, results_root=tmp_path)
-    assert got == (verdict(kd).phase_one_end, "abc") and got[0] is not None
-    assert matching_phase_one_end(cfg.replace(lr=0.1), results_root=tmp_path) == (None, None)
-    assert matching_phase_one_end(cfg.replace(steps=20_000, switch_steps=()), results_root=tmp_path) == (None, None)
-    assert matching_phase_one_end(cfg, results_root=tmp_path / "empty") == (None, None)
+    monkeypatch.setattr(SW, "_run", boom)
+    lenet5 = switching_configs("mnist", model="lenet5")[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # it predates the full configuration: a warning
+        ds = switching(lenet5, results_root=ROOT / "results", progress=False)
+    assert ds.attrs["config_hash"] == config_hash(lenet5.identity()) and "final_test_correct" not in ds
+
+
+def test_a_run_one_seed_at_a_time_is_the_run_of_all_seeds(tiny, tmp_path) -> None:
+    """Oracle: the fixture's two-seed run. Each seed stored on its own, then combined, gives the
+    same numbers; a second call loads the combined result."""
+    cfg, ds, _ = tiny
+    seeds_root = tmp_path / "seeds"
+    both = switching_by_seed(cfg, seeds_root=seeds_root, results_root=tmp_path / "all", progress=False)
+    for name in ds.data_vars:
+        if not name.endswith("seconds"):
+            np.testing.assert_array_equal(both[name].values, ds[name].values, err_msg=name)
+    assert both.attrs["config_hash"] == ds.attrs["config_hash"]
+    parts = json.loads(both.attrs["seed_parts"])
+    assert [p["seed"] for p in parts] == [0, 1] and all(p["git_commit"] for p in parts)
+    assert len(stored_results("switching", seeds_root)) == 2
+    one = [load_result(result_path("switching", cfg.for_seed(s).identity(), seeds_root)) for s in (1, 0)]
+    combined = combine_seeds(one)
+    assert combined["seed"].values.tolist() == [0, 1]
+    with pytest.raises(ValueError, match="single-seed"):
+        combine_seeds([ds])
+    with pytest.raises(ValueError, match="twice"):
+        combine_seeds([one[0], one[0]])
+    with pytest.raises(ValueError, match="no results"):
+        combine_seeds([])
 
 
 # ------------------------------------------------------------------------------------------
@@ -333,21 +450,26 @@ def test_phase_one_end_is_read_from_a_matching_kernel_dynamics_result(tmp_path) 
 # ------------------------------------------------------------------------------------------
 
 
-def test_chart_spec_and_summary_table(tiny) -> None:
-    from conelib.charts import switching_chart, switching_summary
+def test_chart_spec_and_points(tiny) -> None:
+    from conelib.charts import error_vs_train_loss_chart, switching_chart, switching_gain_chart, switching_points
 
     _, ds, _ = tiny
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         spec = switching_chart(ds).to_dict()
+        switching_gain_chart(ds, 4, n_boot=200).to_dict()
+        error_vs_train_loss_chart(ds).to_dict()
     assert [p["name"] for p in spec["params"]] == ["pick_switch"]
     assert len(spec["vconcat"]) == 2 and all(len(row["hconcat"]) == 2 for row in spec["vconcat"])
-    table = switching_summary(ds)
-    for label, var in (("test accuracy", "final_test_acc"), ("test loss", "final_test_loss")):
-        part = table[table["metric"] == label]
-        np.testing.assert_allclose(part["mean"], ds[var].values.mean(axis=1))
-        np.testing.assert_allclose(part["lo"], ds[var].values.min(axis=1))
-        np.testing.assert_allclose(part["hi"], ds[var].values.max(axis=1))
+    table = switching_points(ds)
+    assert set(table.arm) == {"linearized", "small_lr"}
+    for label, var, error in (("test error", "final_test_acc", True), ("test loss", "final_test_loss", False),
+                              ("test error", "small_lr_final_test_acc", True)):
+        part = table[(table["metric"] == label) & (table["arm"] == ("small_lr" if "small" in var else "linearized"))]
+        v = 1 - ds[var].values if error else ds[var].values
+        np.testing.assert_allclose(part["mean"], v.mean(axis=1))
+        np.testing.assert_allclose(part["lo"], v.min(axis=1))
+        np.testing.assert_allclose(part["hi"], v.max(axis=1))
     with pytest.raises(ValueError, match="switching Dataset"):
         switching_chart(xr.Dataset())
 
@@ -394,7 +516,8 @@ def test_chart_draws_offline_and_a_click_selects_a_continuation(tiny, tmp_path) 
 def test_notebook_runs_with_papermill_and_stores_the_dataset(tmp_path) -> None:
     from conelib.tools.nbrun import run_notebook
 
-    params = dict(profile="quick", model="lenet_300_100", dataset="digits", steps=8, switch_steps=[4], eval_every=4,
+    params = dict(profile="quick", model="lenet_300_100", dataset="digits", steps=8, switch_steps=[4], compare_from=4,
+                  eval_every=4,
                   batch_size=32, lr=0.05, device="cpu", results_root=str(tmp_path / "results"))
     out = run_notebook("switching", params, output=tmp_path / "switching.ipynb", quiet=True)
     nb = json.loads(out.read_text())
@@ -403,7 +526,7 @@ def test_notebook_runs_with_papermill_and_stores_the_dataset(tmp_path) -> None:
              if c["cell_type"] == "code" for o in c.get("outputs", []) if "scrapbook" in o.get("metadata", {})}
     assert glued and all(v for v in glued.values())  # every {eval} role of the prose got a value
     (ds,) = stored_results("switching", tmp_path / "results")
-    assert dict(ds.sizes) == {"switch_step": 3, "seed": 1, "step": 3}
+    assert dict(ds.sizes) == {"switch_step": 3, "seed": 1, "step": 3, "image": ds.attrs["n_test"]}
     assert ds["switch_step"].values.tolist() == [0, 4, 8]
     acc = ds["final_test_acc"].values
     assert np.all((acc > 0) & (acc <= 1))

@@ -316,6 +316,28 @@ def test_resume_from_checkpoint_is_bit_identical(tmp_path, first_leg_steps):
         assert torch.equal(a, b), name
 
 
+def test_stop_when_ends_the_run_at_a_snapshot_in_the_state_of_that_step(tmp_path):
+    """Oracle: a run of exactly that many steps. stop_when sees each snapshot's metrics; when it
+    returns true the run ends there, with the model and the history of the shorter run."""
+    data = make_data(n_train=40)
+    cfg = TrainConfig(steps=30, batch_size=8, lr=0.05, momentum=0.9, seed=4)
+    seen = []
+
+    def stop_when(step, model, history):
+        seen.append((step, history.steps[-1], isinstance(model, nn.Module)))
+        return step == 12
+
+    stopped = make_mlp()
+    h = train(stopped, data, cfg, snapshot_steps=4, stop_when=stop_when, **QUIET)
+    short = make_mlp()
+    h_short = train(short, data, dataclasses.replace(cfg, steps=12), snapshot_steps=4, **QUIET)
+    assert h.steps == h_short.steps == [0, 4, 8, 12] and h.train_loss == h_short.train_loss
+    assert seen == [(s, s, True) for s in (0, 4, 8, 12)]
+    assert torch.equal(flat_params(stopped), flat_params(short))
+    with pytest.raises(ValueError, match="stop_when"):
+        train(make_mlp(), data, cfg, stop_when=3, **QUIET)
+
+
 def test_checkpoint_restores_parameters_and_momentum_buffers(tmp_path):
     data = make_data()
     cfg = TrainConfig(steps=3, batch_size=8, momentum=0.9)

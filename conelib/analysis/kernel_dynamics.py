@@ -14,25 +14,31 @@ The chapters quote these numbers (the notebooks only load, draw and glue); the d
   seeds with a hierarchical-bootstrap interval (:func:`conelib.measures.bootstrap.seed_interval`)
   and the range over seeds.
 * :func:`stack_seeds`: runs of one model as one Dataset with a ``seed`` dimension, for the charts.
+* :func:`kernel_dynamics_of_trajectory`: the stored runs that follow a given training (the kernel
+  dynamics of another experiment's standard run: switching, spawning).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import xarray as xr
 
+from conelib.experiments.common import RunConfig, same_trajectory
 from conelib.experiments.kernel_dynamics import KernelDynamicsConfig
+from conelib.experiments.kernel_dynamics import config_of as kernel_dynamics_config_of
 from conelib.measures import v2
 from conelib.measures.bootstrap import Assessment, assess, seed_interval
 from conelib.measures.v3 import Verdict
+from conelib.results import stored_results
 
 __all__ = ["RunAssessment", "assess_runs", "fit_step", "late_adjacent_median", "run_label", "runs_table", "seed_table",
-           "stack_seeds", "SEED_MEASURES"]
+           "stack_seeds", "SEED_MEASURES", "kernel_dynamics_of_trajectory"]
 
 #: the measures :func:`seed_table` summarises by default
 SEED_MEASURES: tuple[str, ...] = (
@@ -170,3 +176,17 @@ def stack_seeds(runs: Sequence[xr.Dataset]) -> xr.Dataset:
     out["config_hash"] = ("seed", np.asarray([labels[i]["config_hash"] for i in order], dtype=object))
     out.attrs["model"] = models.pop()
     return out
+
+
+def kernel_dynamics_of_trajectory(want: RunConfig, *, results_root: str | Path | None = None
+                                  ) -> Iterator[tuple[xr.Dataset, KernelDynamicsConfig]]:
+    """The stored kernel-dynamics runs that follow the training of ``want`` (a configuration of any
+    experiment; :func:`conelib.experiments.common.same_trajectory`) for at least as many steps,
+    newest first, each with its configuration. Unreadable stored files are skipped."""
+    for ds in reversed(stored_results("kernel_dynamics", results_root)):
+        try:
+            kd = kernel_dynamics_config_of(ds)
+        except (KeyError, TypeError, ValueError):
+            continue
+        if same_trajectory(kd, want) and kd.steps >= want.steps:
+            yield ds, kd

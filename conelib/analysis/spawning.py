@@ -43,7 +43,7 @@ import xarray as xr
 from scipy import stats
 
 from conelib.experiments.spawning import SpawningConfig, config_of
-from conelib.experiments.switching import kernel_dynamics_of_trajectory
+from conelib.analysis.kernel_dynamics import kernel_dynamics_of_trajectory
 from conelib.measures import assess
 
 __all__ = ["FRANKLE_TOLERANCE", "SeedPhase", "barrier_summary", "error_tolerance", "loss_tolerance", "lmc_onset",
@@ -150,7 +150,7 @@ def seed_onsets(ds: xr.Dataset, tolerance: float | None = None, name: str = "err
 def matching_kernel_dynamics(cfg: SpawningConfig, seed: int, *,
                              results_root: str | Path | None = None) -> tuple[xr.Dataset | None, bool]:
     """The newest stored kernel-dynamics run of the parent's training for ``seed`` (same trajectory,
-    at least as long; :func:`conelib.experiments.switching.same_trajectory`) and whether it used the
+    at least as long; :func:`conelib.experiments.common.same_trajectory`) and whether it used the
     same probe set and kernel (``probe_size``, ``kernel_kind``). ``(None, False)`` if none is stored;
     a run on the same kernel is preferred."""
     want = cfg.for_seed(seed)

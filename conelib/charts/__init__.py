@@ -29,9 +29,14 @@ __all__ = [
     "training_curves_chart",
     "velocity_and_fit_chart",
 ]
-from conelib.charts.switching import switching_chart, switching_gain_chart, switching_summary
+from conelib.charts.switching import (
+    error_vs_train_loss_chart,
+    switching_chart,
+    switching_gain_chart,
+    switching_points,
+)
 
-__all__ += ["switching_chart", "switching_gain_chart", "switching_summary"]
+__all__ += ["error_vs_train_loss_chart", "switching_chart", "switching_gain_chart", "switching_points"]
 from conelib.charts.atlas import atlas_chart, side_by_side_chart, measures_chart
 
 __all__ += ["atlas_chart", "side_by_side_chart", "measures_chart"]

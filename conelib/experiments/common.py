@@ -13,7 +13,7 @@ import torch
 
 from conelib import data as data_mod
 from conelib import models
-from conelib.config import Config, ParameterError, absolute_paths, param
+from conelib.config import Config, ParameterError, absolute_paths, param, values_equal
 from conelib.models.scaling import OutputScaled
 from conelib.profiles import load_profile, merge, profile_path
 from conelib.train import TrainConfig
@@ -98,9 +98,44 @@ class RunConfig(Config):
         return self.train if steps is None else self.train.replace(steps=steps)
 
 
+
+def trajectory_params() -> tuple[str, ...]:
+    """The parameters that fix a run's SGD trajectory up to a given step: every non-runtime
+    parameter of :class:`RunConfig` but its length ``steps``."""
+    return tuple(k for k, p in RunConfig.parameters().items() if not p.runtime and k != "steps")
+
+
+def same_trajectory(a: RunConfig, b: RunConfig) -> bool:
+    """Whether two runs (of any experiment) follow the same SGD trajectory up to the shorter one's
+    last step: every parameter of :func:`trajectory_params` is equal (data order and schedule are
+    pure functions of ``(seed, step)``)."""
+    fa, fb = a.flat(), b.flat()
+    return all(values_equal(fa[k], fb[k]) for k in trajectory_params())
+
+
 #: profile keys (and notebook parameters) that list several runs of one experiment: one run per
 #: model, and (for experiments whose Dataset is one run) one per seed
 RUN_SET_KEYS: dict[str, str] = {"models": "model", "seeds": "seed"}
+
+#: a section key that sets parameters for some models of its ``models`` list only:
+#: ``{model: {parameter: value}}`` (a value may be ``null``: the parameter's ``None``)
+BY_MODEL = "by_model"
+
+
+def _by_model(section: dict[str, Any], where: str) -> dict[str, dict[str, Any]]:
+    """Pop and check the section's :data:`BY_MODEL` mapping."""
+    per_model = section.pop(BY_MODEL, None) or {}
+    if not isinstance(per_model, dict) or not all(isinstance(v, dict) for v in per_model.values()):
+        raise ParameterError(BY_MODEL, f"{BY_MODEL!r} must map model names to mappings of parameters (in {where})")
+    for model, values in per_model.items():
+        if model not in models.MODELS:
+            raise ParameterError(BY_MODEL, f"{BY_MODEL!r} names {model!r}, not a model; the models are "
+                                 f"{list(models.MODELS)} (in {where})")
+        fixed = [k for k in values if k in ("model", *RUN_SET_KEYS) and k != "seeds"]
+        if fixed:
+            raise ParameterError(BY_MODEL, f"{BY_MODEL!r} for {model!r} sets {fixed}: a model's entry cannot change "
+                                 f"the model or the list of runs (in {where})")
+    return per_model
 
 
 def profile_runs(cls: type[R], profile: str | os.PathLike, experiment: str, **overrides: Any) -> list[R]:
@@ -108,10 +143,13 @@ def profile_runs(cls: type[R], profile: str | os.PathLike, experiment: str, **ov
 
     A section (and the overrides) may list ``models`` and, when ``seeds`` is not a parameter of
     ``cls``, ``seeds``: one configuration per model and seed, in that order. Setting ``model`` (or
-    ``seed``) overrides the list with that one value.
+    ``seed``) overrides the list with that one value. A section's :data:`BY_MODEL` mapping sets
+    parameters for one model only; an override given here wins over both.
     """
     # a relative path in a profile is taken from the profile's own folder (it means the same wherever it is run)
     section = absolute_paths(load_profile(profile, experiment), cls.parameters(), base=profile_path(profile).parent)
+    where = f"profile {profile!r} ({profile_path(profile)}), section {experiment!r}"
+    per_model = _by_model(section, where)
     overrides = {k: v for k, v in overrides.items() if v is not None}
     own = cls.parameters()
     lists: dict[str, list[Any]] = {}
@@ -129,7 +167,6 @@ def profile_runs(cls: type[R], profile: str | os.PathLike, experiment: str, **ov
             if isinstance(values, (str, bytes)) or not isinstance(values, (list, tuple)) or not values:
                 raise ParameterError(key, f"parameter {key!r} must be a non-empty list; got {values!r}")
             lists[single] = list(values)
-    where = f"profile {profile!r} ({profile_path(profile)}), section {experiment!r}"
     # a bad value in the profile is named with the profile; a bad override without it
     bad_in_profile = None
     try:
@@ -142,9 +179,23 @@ def profile_runs(cls: type[R], profile: str | os.PathLike, experiment: str, **ov
         if bad_in_profile is not None and err.name not in overrides:
             raise bad_in_profile from None
         raise
+    if "model" not in lists and per_model:
+        lists["model"] = [base.model]
+
+    def one(run: R, single: str, value: Any) -> R:
+        changes = {single: value}
+        if single == "model":
+            changes.update({k: v for k, v in per_model.get(value, {}).items() if k not in overrides})
+        if len(changes) == 1:
+            return run.replace(**changes)
+        try:
+            return run.replace(**changes)
+        except ParameterError as err:
+            raise ParameterError(err.name, f"{err} (in {where}, {BY_MODEL} {value!r})") from None
+
     runs = [base]
     for single, values in lists.items():
-        runs = [r.replace(**{single: v}) for r in runs for v in values]
+        runs = [one(r, single, v) for r in runs for v in values]
     return runs
 
 

@@ -14,10 +14,21 @@ Taylor model
 (kernel) training with the eNTK at initialisation, the completely lazy regime; :math:`t = T` is
 the standard run itself.
 
+Two controls against the plainer reading "the linear model only optimises more slowly":
+
+* **matched train loss** (``match_horizon``): each linearized continuation may train past
+  :math:`T`, up to the horizon, until its train loss reaches the standard run's train loss at
+  :math:`T` (:class:`conelib.experiments.continuations.MatchRule`); its state there is stored
+  beside its state at :math:`T`. The standard run's per-image test correctness is stored at every
+  curve step, so the standard run can also be *stopped early* at any continuation's final train
+  loss (:mod:`conelib.analysis.switching`).
+* **the small-learning-rate baseline** of Fort et al. (2020) (``small_lr_factor``): from each
+  :math:`t`, the network itself keeps training with the learning rate times the factor; it
+  optimises slowly too, but its kernel keeps moving.
+
 How it is run. One standard run per seed writes a checkpoint (parameters and optimizer state) at
 every switching step to a temporary directory; every continuation is an independent job
-(:func:`continue_linearized`) that loads one checkpoint, linearizes there and trains the Taylor
-model from step :math:`t` to :math:`T` with
+(:mod:`conelib.experiments.continuations`) that loads one checkpoint and trains from step :math:`t` with
 
 * the same data order and augmentation (both pure functions of ``(seed, step)`` in
   :func:`conelib.train.train`),
@@ -26,10 +37,9 @@ model from step :math:`t` to :math:`T` with
 * the optimizer state given by ``optimizer_policy``:
 
   ``"carried"`` (the default): the SGD momentum buffers of the standard run at step :math:`t`
-  are loaded into the linearized model's optimizer (same parameter space, same order). The
-  switch then changes one thing only, the model being trained, so the difference to the standard
-  run is due to linearization alone, and the continuation from :math:`t = T` *is* the standard
-  run.
+  are loaded into the continuation's optimizer (same parameter space, same order). The switch
+  then changes one thing only, the model being trained (or, for the small-lr arm, the step
+  size), and the continuation from :math:`t = T` *is* the standard run.
   ``"reset"``: fresh momentum at the switch. With momentum :math:`\\mu = 0.9` the first updates
   after a reset are up to :math:`1/(1-\\mu) = 10` times smaller than in the running optimizer,
   a warm-restart transient that would be confounded with the effect of linearizing, mostly for
@@ -47,41 +57,55 @@ model from step :math:`t` to :math:`T` with
   :math:`\\theta(t)` rather than shrinking. With the MNIST recipe (no weight decay) the two are
   the same.
 
-The continuations are independent: with ``workers`` > 1 they run in that many spawned processes
+The continuations are independent: with ``processes`` > 1 they run in that many spawned processes
 at once (each with its share of the CPU threads), the longest (earliest switches) first; their
-results do not depend on the order. An error or interrupt stops every worker.
+results do not depend on the order. An error or interrupt stops every process.
 
 BatchNorm is handled as in the eNTK: the linearized model evaluates the network in eval mode,
 with the running statistics frozen at :math:`\\theta(t)` (see :mod:`conelib.linearize`); the
 standard run trains as usual. Use a LayerNorm or norm-free model (the paper profile uses
 ResNet-20 with LayerNorm) when the difference between the two modes matters.
 
-Stored (one ``xarray.Dataset``, dims ``switch_step``, ``seed``, ``step``):
+Stored (one ``xarray.Dataset``, dims ``switch_step``, ``seed``, ``step`` and ``image``; the
+attribute ``T`` is the end of training, the last step of ``step`` the horizon):
 
 * ``final_test_acc``, ``final_test_loss``, ``final_train_loss``, ``final_train_acc``
   (switch_step, seed): :math:`\\theta_{\\mathrm{std}\\to\\mathrm{lin}}(T; t)` on the test set and
-  on a fixed class-stratified subset of (at most) :data:`conelib.train.EVAL_TRAIN_MAX` training examples;
+  on a fixed class-stratified subset of (at most) :data:`EVAL_TRAIN_MAX` training examples;
+  ``final_test_correct`` (switch_step, seed, image): its per-image correctness (int8, 1 correct);
 * ``test_acc_curve``, ``test_loss_curve``, ``train_loss_curve`` (switch_step, seed, step): each
-  continuation's curve, **NaN before its switching step** (the continuation does not exist
-  there; the standard curve is stored separately);
+  continuation's curve, **NaN before its switching step** and after the step it stopped at;
+* ``matched_step``, ``matched_test_acc``, ``matched_test_loss``, ``matched_train_loss``
+  (switch_step, seed) and ``matched_test_correct`` (switch_step, seed, image; -1 where not
+  reached): the continuation at the first curve step at which its train loss is at or below the
+  standard run's at :math:`T` (NaN: not reached by the horizon); ``last_step``: where it stopped;
 * ``standard_test_acc``, ``standard_test_loss``, ``standard_train_loss``, ``standard_train_acc``
-  (seed, step) and ``standard_final_test_acc``, ``standard_final_test_loss``,
-  ``standard_final_train_loss`` (seed): the fully standard run, the reference line;
+  (seed, step), ``standard_test_correct`` (seed, step, image; -1 after :math:`T`) and
+  ``standard_final_test_acc``, ``standard_final_test_loss``, ``standard_final_train_loss``
+  (seed): the fully standard run, the reference line;
+* with ``small_lr_factor``: ``small_lr_final_test_acc``, ``small_lr_final_test_loss``,
+  ``small_lr_final_train_loss``, ``small_lr_final_train_acc`` (switch_step, seed),
+  ``small_lr_test_correct`` (switch_step, seed, image), the curves ``small_lr_test_acc_curve``,
+  ``small_lr_test_loss_curve``, ``small_lr_train_loss_curve``, ``small_lr_displacement``,
+  ``small_lr_diverged_step`` and ``small_lr_seconds``;
 * ``lin_displacement`` and ``std_displacement`` (switch_step, seed): how far the parameters
   move after step :math:`t`, :math:`\\lVert\\theta(T) - \\theta(t)\\rVert_2`, under linearized
   and under standard training;
 * ``diverged_step`` (switch_step, seed): the step at which a continuation's loss became
   non-finite (its metrics are then NaN), NaN when it did not diverge;
 * ``continuation_seconds`` (switch_step, seed), ``standard_seconds`` (seed): wall times.
+
+Results stored before the controls existed (no ``image`` dimension, no ``matched_*`` or
+``small_lr_*`` variables) load unchanged; :mod:`conelib.analysis.switching` says what they lack.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import json
 import os
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,34 +113,36 @@ from typing import Any
 import numpy as np
 import torch
 import xarray as xr
-from torch import nn
 from tqdm import tqdm
 
-from conelib import data as data_mod
 from conelib.atomic import TMP_MARK, sweep_stale
-from conelib.config import ParameterError, param, values_equal
+from conelib.config import ParameterError, param
 from conelib.experiments.common import (RunConfig, build_model, device_name, load_data, preflight, profile_runs,
                                         resolve_device)
-from conelib.linearize import LinearizedModel, linearize
+from conelib.experiments.continuations import (CURVES, DECAY_TARGETS, EVAL_TRAIN_MAX, POLICIES, MatchRule,
+                                               continue_linearized, continue_small_lr, flat_params, linearized_job,
+                                               process_count, run_jobs, small_lr_job, test_correct)
 from conelib.models.scaling import loss_scale
-from conelib.results import load_or_compute, stored_results
-from conelib.train import EVAL_TRAIN_MAX, TrainHistory, TrainingDivergedError, load_checkpoint, train
+from conelib.results import load_or_compute
+from conelib.train import train
+
+__all__ = ["EXPERIMENT", "POLICIES", "DECAY_TARGETS", "EVAL_TRAIN_MAX", "SwitchingConfig", "switching",
+           "switching_by_seed", "combine_seeds", "switching_config", "switching_configs", "continue_linearized",
+           "continue_small_lr", "config_of"]
 
 EXPERIMENT = "switching"
 
-#: optimizer-state policies at the switch (see the module docstring); the first is the default
-POLICIES: tuple[str, ...] = ("carried", "reset")
-
-#: train metrics are computed on a fixed class-stratified subset of this many training examples
+#: the value of ``*_test_correct`` where no model was evaluated (after T, or a level not reached)
+NOT_RECORDED = -1
 
 
-#: where weight decay pulls the linearized model's parameters (see the module docstring)
-DECAY_TARGETS: tuple[str, ...] = ("zero", "switch_point")
+def _positive_or_none(v: Any) -> bool:
+    return v is None or v > 0
 
 
 @dataclass(frozen=True, init=False)
 class SwitchingConfig(RunConfig):
-    """A :class:`~conelib.experiments.common.RunConfig` plus the switching grid.
+    """A :class:`~conelib.experiments.common.RunConfig` plus the switching grid and its controls.
 
     Attributes:
         switch_steps: the switching steps :math:`t`, integers in ``[0, steps]``; stored sorted,
@@ -124,13 +150,22 @@ class SwitchingConfig(RunConfig):
         seeds: the seeds to run (each: initialisation, data split and data order); empty means
             ``(seed,)``. Stored sorted without duplicates, and ``seed`` is set to ``seeds[0]``
             (so ``seeds`` wins over ``seed`` when both are given).
-        eval_every: the test curves are recorded every this many steps (plus at every switching
-            step and at ``steps``).
-        optimizer_policy: ``"carried"`` (default) or ``"reset"``: what the linearized run's
+        eval_every: the curves are recorded every this many steps (plus at every switching
+            step, at ``steps`` and at the horizon).
+        optimizer_policy: ``"carried"`` (default) or ``"reset"``: what a continuation's
             optimizer starts from (see the module docstring).
         decay_to: where weight decay pulls the linearized model: ``"zero"`` (default, the
-            network's own update) or ``"switch_point"`` (towards :math:`\theta(t)`).
-        workers: continuations run in this many processes at once (runtime; 0: one per core).
+            network's own update) or ``"switch_point"`` (towards :math:`\\theta(t)`).
+        small_lr_factor: run the small-learning-rate baseline (Fort et al. 2020) with the
+            learning rate times this factor after each switching step; ``None`` (default): not run.
+        match_horizon: linearized continuations train past ``steps`` until their train loss
+            reaches the standard run's at ``steps``, up to this step at most; ``None`` (default):
+            they stop at ``steps``.
+        compare_from: the first switching step counted as "after Phase I" in the chapter's
+            comparison, fixed in advance (a switching step strictly between 0 and ``steps``);
+            ``None``: none declared. It says how the result is *read*, not what is computed, so
+            it is not part of the result's identity.
+        processes: continuations run in this many processes at once (runtime; 0: one per core).
     """
 
     LABEL = "the switching experiment (SwitchingConfig)"
@@ -140,14 +175,26 @@ class SwitchingConfig(RunConfig):
     seeds: tuple[int, ...] = param((), "seeds to run (bands and intervals over seeds); empty: just seed",
                                    unique=True, check=lambda v: all(s >= 0 for s in v),
                                    allowed="a list of integers >= 0")
-    eval_every: int = param(50, "the test curves are recorded every this many steps", check=lambda v: v >= 1,
+    eval_every: int = param(50, "the curves are recorded every this many steps", check=lambda v: v >= 1,
                             allowed="an integer >= 1")
     optimizer_policy: str = param(POLICIES[0], "the SGD momentum buffers at the switch: carried over or reset",
                                   choices=POLICIES)
     decay_to: str = param(DECAY_TARGETS[0], "where weight decay pulls the linearized model's parameters: zero "
                           "(the network's own SGD update) or switch_point (towards theta(t))", choices=DECAY_TARGETS)
-    workers: int = param(1, "continuations run in this many processes at once (0: one per CPU core)",
-                         check=lambda v: v >= 0, allowed="an integer >= 0", runtime=True)
+    small_lr_factor: float | None = param(None, "the small-learning-rate baseline of Fort et al. (2020): after each "
+                                          "switching step, the network itself trains on with lr times this factor; "
+                                          "None: not run", check=lambda v: v is None or 0 < v < 1,
+                                          allowed="a number in (0, 1), or None")
+    match_horizon: int | None = param(None, "matched train loss: linearized continuations train past steps until "
+                                      "their train loss reaches the standard run's at steps, up to this step; "
+                                      "None: they stop at steps", check=_positive_or_none,
+                                      allowed="an integer >= steps, or None")
+    compare_from: int | None = param(None, "the first switching step counted as after Phase I in the comparison, "
+                                     "fixed in advance (how the result is read, not what is computed); None: none",
+                                     check=_positive_or_none, allowed="a switching step in (0, steps), or None",
+                                     runtime=True)
+    processes: int = param(1, "continuations run in this many processes at once (0: one per CPU core)",
+                           check=lambda v: v >= 0, allowed="an integer >= 0", runtime=True)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -156,19 +203,35 @@ class SwitchingConfig(RunConfig):
         if bad:
             raise ParameterError("switch_steps", f"parameter 'switch_steps': {bad} are not steps in [0, steps={T}]")
         object.__setattr__(self, "switch_steps", tuple(sorted({0, T, *self.switch_steps})))
+        if self.match_horizon is not None and self.match_horizon < T:
+            raise ParameterError("match_horizon", f"parameter 'match_horizon' ({self.match_horizon}) must be at least "
+                                 f"steps ({T}): continuations train past T to reach the matched train loss")
+        if self.compare_from is not None and (self.compare_from not in self.switch_steps
+                                              or not 0 < self.compare_from < T):
+            raise ParameterError("compare_from", f"parameter 'compare_from' ({self.compare_from}) must be one of the "
+                                 f"switching steps strictly between 0 and steps: {list(self.switch_steps[1:-1])} "
+                                 "(a profile fixes it for its own grid: set compare_from, or None, when you change "
+                                 "switch_steps or steps)")
         seeds = self.seeds or (int(self.seed),)
         object.__setattr__(self, "seeds", seeds)
         if self.train.seed != seeds[0]:
             object.__setattr__(self, "train", self.train.replace(seed=seeds[0]))
 
     @property
+    def horizon(self) -> int:
+        """The last step a continuation may train to: ``match_horizon`` or ``steps``."""
+        return int(self.steps if self.match_horizon is None else self.match_horizon)
+
+    @property
     def curve_steps(self) -> list[int]:
-        """Where the curves are recorded: every ``eval_every`` steps, every switch step, and ``steps``."""
-        return sorted({*range(0, self.steps + 1, self.eval_every), *self.switch_steps, self.steps})
+        """Where the curves are recorded: every ``eval_every`` steps up to the horizon, every switch
+        step, ``steps`` and the horizon."""
+        return sorted({*range(0, self.horizon + 1, self.eval_every), *self.switch_steps, self.steps, self.horizon})
 
     @property
     def linearized_steps(self) -> int:
-        """Linearized SGD steps of one seed, :math:`\\sum_t (T - t)` (a measure of the cost)."""
+        """Linearized SGD steps of one seed up to :math:`T`, :math:`\\sum_t (T - t)` (a measure of
+        the cost; a matched-loss extension adds to it)."""
         return sum(self.steps - t for t in self.switch_steps)
 
     def for_seed(self, seed: int) -> SwitchingConfig:
@@ -215,309 +278,73 @@ def switching(
                            precheck=lambda: preflight(cfg), full=cfg.full())
 
 
-# --------------------------------------------------------------------------------------------
-# the two kinds of job
-# --------------------------------------------------------------------------------------------
+#: attributes a result gets when it is stored (:func:`conelib.results.provenance_attrs`): not carried
+#: over from the parts by :func:`combine_seeds`
+_PROVENANCE = ("experiment", "config_json", "config_full_json", "config_full_source", "config_hash", "git_commit",
+               "git_dirty", "conelib_version", "torch_version", "python_version", "numpy_version", "xarray_version",
+               "device", "torch_num_threads", "created", "content_sha256")
 
 
-
-
-def continue_linearized(
-    cfg: RunConfig,
-    checkpoint: str | Path,
-    *,
-    optimizer_policy: str = POLICIES[0],
-    decay_to: str = DECAY_TARGETS[0],
-    data: data_mod.TensorData | None = None,
-    eval_steps: Sequence[int] | None = None,
-    progress: bool = False,
-) -> tuple[TrainHistory, LinearizedModel]:
-    """One continuation: linearize at a checkpoint of the standard run and train to ``cfg.steps``.
-
-    The checkpoint (written by :func:`conelib.train.train` for ``cfg.train``) holds
-    :math:`\theta(t)` and the optimizer state at step :math:`t`. The network is rebuilt, loaded,
-    linearized there (:func:`conelib.linearize.linearize`) and its Taylor model trained with
-    :func:`conelib.train.train` from ``start_step = t`` to ``cfg.steps``: same data order,
-    learning-rate schedule and, with ``optimizer_policy="carried"``, the same momentum buffers.
-
-    Args:
-        cfg: the run's configuration (one seed).
-        checkpoint: the checkpoint file of the standard run at the switching step.
-        optimizer_policy: ``"carried"`` or ``"reset"`` (see the module docstring).
-        decay_to: ``"zero"`` or ``"switch_point"``: where weight decay pulls :math:`\theta`
-            (see the module docstring).
-        data: the dataset, if already loaded (else loaded from ``cfg``).
-        eval_steps: steps at which to record the metrics (those ``>= t`` are used; ``t`` and
-            ``cfg.steps`` always are).
-        progress: show the training bar.
-
-    Returns:
-        The continuation's :class:`~conelib.train.TrainHistory` (steps ``t .. T``) and the
-        trained :class:`~conelib.linearize.LinearizedModel`.
+def combine_seeds(parts: Sequence[xr.Dataset]) -> xr.Dataset:
+    """Stored single-seed results of one configuration (but the seed) as one result over their
+    seeds, in seed order: what :func:`switching` computes for those seeds at once (the seeds are
+    independent), with ``wall_seconds`` and ``linearized_steps`` summed and each part's provenance
+    kept in the ``seed_parts`` attribute (JSON). The provenance of the whole is added when it is
+    stored.
 
     Raises:
-        ValueError: unknown policy, or a checkpoint written with another schedule / data order.
-        FileNotFoundError: the checkpoint does not exist.
-        conelib.train.TrainingDivergedError: the linearized run diverged.
+        ValueError: no parts, a part with several seeds, a seed given twice, or parts of
+            different configurations.
     """
-    if optimizer_policy not in POLICIES:
-        raise ValueError(f"optimizer_policy={optimizer_policy!r} is not known; choose one of {POLICIES}")
-    if decay_to not in DECAY_TARGETS:
-        raise ValueError(f"decay_to={decay_to!r} is not known; choose one of {DECAY_TARGETS}")
-    device = resolve_device(cfg.device)
-    data = load_data(cfg, device) if data is None else data
-    model = build_model(cfg, data, device)
-    tc = cfg.train
-    ckpt = load_checkpoint(checkpoint, model)
-    if ckpt["config"] != tc.to_dict():
-        raise ValueError(f"checkpoint {checkpoint} was written by a run with config {ckpt['config']}, not "
-                         f"{tc.to_dict()}: its data order or schedule would differ")
-    t = int(ckpt["step"])
-    lin = linearize(model)
-    del model
-    wanted = [s for s in (eval_steps or ()) if t <= s <= tc.steps]
-    center = list(lin.theta_s().values()) if decay_to == "switch_point" else None
-    history = train(lin, data, tc, start_step=t, snapshot_steps=sorted({t, *wanted, tc.steps}),
-                    optimizer_state=ckpt["optimizer"] if optimizer_policy == "carried" else None,
-                    eval_train_max=EVAL_TRAIN_MAX, progress=progress, desc=f"linearized from step {t}",
-                    decay_center=center, loss_scale=loss_scale(getattr(cfg, "output_scale", None)))
-    return history, lin
+    if not parts:
+        raise ValueError("no results to combine")
+    cfgs = [config_of(p) for p in parts]
+    seeds = [c.seeds for c in cfgs]
+    if any(len(s) != 1 for s in seeds):
+        raise ValueError(f"combine_seeds takes single-seed results; got seeds {seeds}")
+    flat = [s[0] for s in seeds]
+    if len(set(flat)) != len(flat):
+        raise ValueError(f"a seed is given twice: {flat}")
+    ids = {json.dumps(c.for_seed(0).identity(), sort_keys=True, default=str) for c in cfgs}
+    if len(ids) != 1:
+        raise ValueError(f"the results are of different configurations: {sorted(ids)}")
+    order = np.argsort(flat)
+    ordered = [parts[i] for i in order]
+    out = xr.concat(ordered, dim="seed", data_vars="minimal", coords="minimal", compat="override",
+                    combine_attrs="override")
+    out.attrs = {k: v for k, v in ordered[0].attrs.items() if k not in _PROVENANCE}
+    for key in ("wall_seconds", "linearized_steps"):
+        if all(key in p.attrs for p in ordered):
+            out.attrs[key] = sum(p.attrs[key] for p in ordered)
+    def plain(v: Any) -> Any:
+        return v.item() if isinstance(v, np.generic) else v
 
-
-def _flat_params(params: dict[str, torch.Tensor] | nn.Module) -> torch.Tensor:
-    if isinstance(params, nn.Module):
-        params = {n: p for n, p in params.named_parameters() if p.requires_grad}
-    return torch.cat([p.detach().reshape(-1).double() for p in params.values()])
-
-
-# --------------------------------------------------------------------------------------------
-# the experiment
-# --------------------------------------------------------------------------------------------
-
-#: the metrics of a continuation's curves
-_CURVES = ("test_acc", "test_loss", "train_loss", "train_acc")
-#: temporary checkpoint folders are named ``conelib-switching.tmp.<pid>.<random>`` (swept when stale)
-_TMP_PREFIX = "conelib-switching"
-
-
-def _continuation_job(flat: dict[str, Any], checkpoint: str, final_params: torch.Tensor, policy: str,
-                      decay_to: str, eval_steps: list[int], threads: int | None) -> dict[str, Any]:
-    """One continuation as a picklable job (inline or in a worker process): its curves, the
-    parameter displacements, its wall time, or the step at which it diverged."""
-    if threads:
-        torch.set_num_threads(int(threads))
-    rc = SwitchingConfig(**flat)
-    t0 = time.perf_counter()
-    out: dict[str, Any] = {"diverged": None}
-    try:
-        hist, lin = continue_linearized(rc, checkpoint, optimizer_policy=policy, decay_to=decay_to,
-                                        eval_steps=eval_steps)
-    except TrainingDivergedError as err:
-        out["diverged"] = err.step
-    else:
-        out["steps"] = list(hist.steps)
-        out.update({name: list(getattr(hist, name)) for name in _CURVES})
-        theta_t = _flat_params(lin.theta_s()).cpu()
-        out["lin_disp"] = float((_flat_params(lin.theta()).cpu() - theta_t).norm())
-        out["std_disp"] = float((final_params - theta_t).norm())
-    out["seconds"] = time.perf_counter() - t0
+    out.attrs["seed_parts"] = json.dumps([{"seed": int(flat[i]), **{k: plain(parts[i].attrs.get(k)) for k in (
+        "config_hash", "git_commit", "git_dirty", "created", "device", "torch_num_threads")}} for i in order],
+        default=str)
     return out
 
 
-def _workers(n: int) -> int:
-    """``0`` -> the CPU cores this process may use."""
-    if n:
-        return int(n)
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+def switching_by_seed(
+    config: SwitchingConfig,
+    *,
+    seeds_root: str | Path,
+    results_root: str | Path | None = None,
+    recompute: bool = False,
+    progress: bool = True,
+) -> xr.Dataset:
+    """:func:`switching` for a long multi-seed run, one seed at a time: each seed's result is stored
+    under ``seeds_root`` (so an interrupted run resumes with the first seed not stored), then the
+    seeds are combined (:func:`combine_seeds`) and stored under ``results_root`` as the result of
+    ``config``."""
+    cfg = config
 
+    def compute() -> xr.Dataset:
+        parts = [switching(cfg.for_seed(s), results_root=seeds_root, progress=progress) for s in cfg.seeds]
+        return combine_seeds(parts)
 
-def _run(cfg: SwitchingConfig, *, progress: bool) -> xr.Dataset:
-    device = resolve_device(cfg.device)
-    steps, switch, seeds = cfg.curve_steps, list(cfg.switch_steps), list(cfg.seeds)
-    S, K, N = len(switch), len(seeds), len(steps)
-    step_index = {s: i for i, s in enumerate(steps)}
-
-    def full(*shape: int) -> np.ndarray:
-        return np.full(shape, np.nan)
-
-    std = {k: full(K, N) for k in _CURVES}
-    cont = {k: full(S, K, N) for k in _CURVES}
-    lin_disp, std_disp, diverged, cont_sec = full(S, K), full(S, K), full(S, K), full(S, K)
-    std_sec = full(K)
-    n_params = n_train = n_test = 0
-    workers = min(_workers(cfg.workers), S * K)
-    threads = max(1, torch.get_num_threads() // workers) if workers > 1 else None
-    t_start = time.perf_counter()
-
-    sweep_stale(tempfile.gettempdir(), f"{_TMP_PREFIX}{TMP_MARK}*")
-    with tempfile.TemporaryDirectory(prefix=f"{_TMP_PREFIX}{TMP_MARK}{os.getpid()}.") as tmp:
-        # 1. the standard runs: curves and a checkpoint at every switching step
-        ckpts: dict[int, dict[int, Path]] = {}
-        final_params: dict[int, torch.Tensor] = {}
-        for k, seed in enumerate(seeds):
-            rc = cfg.for_seed(seed)
-            data = load_data(rc, device)
-            model = build_model(rc, data, device)
-            n_params = int(sum(p.numel() for p in model.parameters()))
-            n_train, n_test = len(data.y_train), len(data.y_test)
-            t0 = time.perf_counter()
-            hist = train(model, data, rc.train, snapshot_steps=steps, checkpoint_steps=switch,
-                         loss_scale=loss_scale(rc.output_scale),
-                         checkpoint_dir=Path(tmp) / f"seed{seed}", eval_train_max=EVAL_TRAIN_MAX, progress=progress,
-                         desc=f"{EXPERIMENT}: standard run {cfg.model}/{cfg.dataset}, seed {seed}")
-            std_sec[k] = time.perf_counter() - t0
-            for name in std:
-                std[name][k] = getattr(hist, name)
-            ckpts[seed] = dict(hist.checkpoints)
-            final_params[seed] = _flat_params(model).cpu()
-            del model, data
-
-        # 2. the linearized continuations: independent jobs, the longest first
-        jobs = sorted(((i, k) for i in range(S) for k in range(K)), key=lambda ik: (switch[ik[0]], ik[1]))
-
-        def args(i: int, k: int) -> tuple:
-            seed = seeds[k]
-            return (cfg.for_seed(seed).replace(workers=1).flat(), str(ckpts[seed][switch[i]]), final_params[seed],
-                    cfg.optimizer_policy, cfg.decay_to, steps, threads)
-
-        def store(i: int, k: int, out: dict[str, Any]) -> None:
-            cont_sec[i, k] = out["seconds"]
-            if out["diverged"] is not None:
-                diverged[i, k] = out["diverged"]
-                return
-            idx = [step_index[s] for s in out["steps"]]
-            for name in _CURVES:
-                cont[name][i, k, idx] = out[name]
-            lin_disp[i, k], std_disp[i, k] = out["lin_disp"], out["std_disp"]
-
-        bar = tqdm(total=S * K, desc=f"{EXPERIMENT}: linearized continuations ({workers} at once)", unit="run",
-                   disable=not progress)
-        try:
-            if workers == 1:
-                for i, k in jobs:
-                    bar.set_postfix(seed=seeds[k], switch_step=switch[i], refresh=True)
-                    store(i, k, _continuation_job(*args(i, k)))
-                    bar.update(1)
-            else:
-                _run_pool(jobs, args, store, workers, bar)
-        finally:
-            bar.close()
-    wall = time.perf_counter() - t_start
-
-    T = cfg.steps
-    last = step_index[T]
-    dims3, dims2 = ("switch_step", "seed", "step"), ("switch_step", "seed")
-    run = "θ_std→lin(T; t)"
-    ds = xr.Dataset(
-        {
-            "final_test_acc": (dims2, cont["test_acc"][:, :, last],
-                               {"long_name": f"test accuracy of {run}", "units": "1"}),
-            "final_test_loss": (dims2, cont["test_loss"][:, :, last],
-                                {"long_name": f"test cross-entropy of {run}", "units": "nats"}),
-            "final_train_loss": (dims2, cont["train_loss"][:, :, last],
-                                 {"long_name": f"train cross-entropy of {run}", "units": "nats"}),
-            "final_train_acc": (dims2, cont["train_acc"][:, :, last],
-                                {"long_name": f"train accuracy of {run}", "units": "1"}),
-            "test_acc_curve": (dims3, cont["test_acc"],
-                               {"long_name": "test accuracy of the continuation switched at t (NaN before t)",
-                                "units": "1"}),
-            "test_loss_curve": (dims3, cont["test_loss"],
-                                {"long_name": "test cross-entropy of the continuation switched at t (NaN before t)",
-                                 "units": "nats"}),
-            "train_loss_curve": (dims3, cont["train_loss"],
-                                 {"long_name": "train cross-entropy of the continuation switched at t (NaN before t)",
-                                  "units": "nats"}),
-            "standard_test_acc": (("seed", "step"), std["test_acc"],
-                                  {"long_name": "test accuracy of the standard run", "units": "1"}),
-            "standard_test_loss": (("seed", "step"), std["test_loss"],
-                                   {"long_name": "test cross-entropy of the standard run", "units": "nats"}),
-            "standard_train_loss": (("seed", "step"), std["train_loss"],
-                                    {"long_name": "train cross-entropy of the standard run", "units": "nats"}),
-            "standard_train_acc": (("seed", "step"), std["train_acc"],
-                                   {"long_name": "train accuracy of the standard run", "units": "1"}),
-            "standard_final_test_acc": (("seed",), std["test_acc"][:, last],
-                                        {"long_name": "test accuracy of the standard run at T", "units": "1"}),
-            "standard_final_test_loss": (("seed",), std["test_loss"][:, last],
-                                         {"long_name": "test cross-entropy of the standard run at T", "units": "nats"}),
-            "standard_final_train_loss": (("seed",), std["train_loss"][:, last],
-                                          {"long_name": "train cross-entropy of the standard run at T",
-                                           "units": "nats"}),
-            "lin_displacement": (dims2, lin_disp,
-                                 {"long_name": "parameter distance ‖θ(T) − θ(t)‖ under linearized training",
-                                  "units": "1"}),
-            "std_displacement": (dims2, std_disp,
-                                 {"long_name": "parameter distance ‖θ(T) − θ(t)‖ under standard training",
-                                  "units": "1"}),
-            "diverged_step": (dims2, diverged,
-                              {"long_name": "step at which the continuation diverged (NaN: it did not)",
-                               "units": "steps"}),
-            "continuation_seconds": (dims2, cont_sec,
-                                     {"long_name": "wall time of the linearized continuation", "units": "s"}),
-            "standard_seconds": (("seed",), std_sec, {"long_name": "wall time of the standard run", "units": "s"}),
-        },
-        coords={
-            "switch_step": ("switch_step", np.asarray(switch, dtype=np.int64),
-                            {"long_name": "switching step t (standard before, linearized after)", "units": "steps"}),
-            "seed": ("seed", np.asarray(seeds, dtype=np.int64), {"long_name": "seed", "units": "1"}),
-            "step": ("step", np.asarray(steps, dtype=np.int64), {"long_name": "training step", "units": "steps"}),
-        },
-        attrs={
-            "title": f"Switching from standard to linearized training: {cfg.model} on {cfg.dataset}, T = {T}",
-            "optimizer_policy": cfg.optimizer_policy,
-            "switching": "standard SGD for steps [0, t), then SGD on the Taylor model at θ(t) for [t, T); same data "
-                         "order and learning-rate schedule",
-            "norm_mode": "linearized model evaluated in eval mode (BatchNorm running statistics frozen at θ(t)); "
-                         "standard run trained in train mode",
-            "curve_before_switch": "NaN (a continuation starts at its switching step)",
-            "train_metrics_on": f"a fixed class-stratified subset of min({EVAL_TRAIN_MAX}, n_train) training examples",
-            "n_params": n_params,
-            "n_train": n_train,
-            "n_test": n_test,
-            "linearized_steps": cfg.linearized_steps * K,
-            "decay_to": cfg.decay_to,
-            "continuation_workers": workers,
-            "continuation_threads": threads or torch.get_num_threads(),
-            "wall_seconds": wall,
-        },
-    )
-    return ds
-
-
-def _run_pool(jobs: list[tuple[int, int]], args: Any, store: Any, workers: int, bar: tqdm) -> None:
-    """Run the continuations in ``workers`` spawned processes; on any error or interrupt, cancel
-    what is queued and stop the workers (so nothing keeps running or writing after a failure)."""
-    import concurrent.futures as cf
-    import multiprocessing as mp
-
-    pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"))
-    try:
-        futures = {pool.submit(_continuation_job, *args(i, k)): (i, k) for i, k in jobs}
-        for fut in cf.as_completed(futures):
-            i, k = futures[fut]
-            try:
-                out = fut.result()
-            except cf.process.BrokenProcessPool as err:
-                raise RuntimeError(
-                    "a continuation's worker process died before it could run. Worker processes are started "
-                    "with 'spawn', which imports the main script again: a script that runs the switching "
-                    "experiment must guard its code with `if __name__ == \"__main__\":` (or use workers=1)"
-                ) from err
-            store(i, k, out)
-            bar.update(1)
-    except BaseException:
-        for proc in list(getattr(pool, "_processes", {}).values()):
-            proc.terminate()
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    pool.shutdown(wait=True)
-
-
-# --------------------------------------------------------------------------------------------
-# reading results
-# --------------------------------------------------------------------------------------------
+    return load_or_compute(EXPERIMENT, cfg.identity(), compute, root=results_root, recompute=recompute,
+                           device=lambda: device_name(cfg.device), precheck=lambda: preflight(cfg), full=cfg.full())
 
 
 def config_of(ds: xr.Dataset) -> SwitchingConfig:
@@ -525,237 +352,262 @@ def config_of(ds: xr.Dataset) -> SwitchingConfig:
     return SwitchingConfig.from_result(ds)
 
 
-#: the parameters that fix the training trajectory up to a given step (kernel dynamics vs switching):
-#: every non-runtime parameter of a run but its length
-TRAJECTORY_PARAMS = tuple(k for k, p in RunConfig.parameters().items() if not p.runtime and k != "steps")
+# --------------------------------------------------------------------------------------------
+# the run
+# --------------------------------------------------------------------------------------------
+
+#: temporary checkpoint folders are named ``conelib-switching.tmp.<pid>.<random>`` (swept when stale)
+_TMP_PREFIX = "conelib-switching"
+
+#: the arms of the continuations: the linearized one (the paper's) and the small-lr baseline
+_LIN, _SMALL = "linearized", "small_lr"
 
 
-def same_trajectory(a: RunConfig, b: RunConfig) -> bool:
-    """Whether two runs follow the same SGD trajectory up to the shorter one's last step: every
-    parameter of :class:`RunConfig` that fixes it (all but the runtime ones and ``steps``) is equal
-    (data order and schedule are pure functions of ``(seed, step)``)."""
-    fa, fb = a.flat(), b.flat()
-    return all(values_equal(fa[k], fb[k]) for k in TRAJECTORY_PARAMS)
+def _standard_run(cfg: SwitchingConfig, seed: int, steps: list[int], tmp: Path, device: torch.device,
+                  progress: bool) -> dict[str, Any]:
+    """One seed's standard run: its curves, per-image test correctness at every curve step up to T,
+    a checkpoint at every switching step, its final parameters and its wall time."""
+    rc = cfg.for_seed(seed)
+    data = load_data(rc, device)
+    model = build_model(rc, data, device)
+    t0 = time.perf_counter()
+    hist = train(model, data, rc.train, snapshot_steps=[s for s in steps if s <= rc.steps],
+                 checkpoint_steps=list(cfg.switch_steps), loss_scale=loss_scale(rc.output_scale),
+                 checkpoint_dir=tmp / f"seed{seed}", eval_train_max=EVAL_TRAIN_MAX, progress=progress,
+                 desc=f"{EXPERIMENT}: standard run {cfg.model}/{cfg.dataset}, seed {seed}",
+                 on_snapshot=lambda _t, m: {"test_correct": test_correct(m, data.x_test, data.y_test)})
+    return {"seconds": time.perf_counter() - t0, "hist": hist, "checkpoints": dict(hist.checkpoints),
+            "final_params": flat_params(model).cpu(), "n_params": int(sum(p.numel() for p in model.parameters())),
+            "n_train": len(data.y_train), "n_test": len(data.y_test)}
 
 
-def matching_phase_one_end(cfg: SwitchingConfig, *, results_root: str | Path | None = None,
-                           fraction: float = 0.1) -> tuple[int | None, str | None]:
-    """The end of Phase I measured on a stored kernel-dynamics run of the same training.
+def _run(cfg: SwitchingConfig, *, progress: bool) -> xr.Dataset:
+    device = resolve_device(cfg.device)
+    T = cfg.steps
+    steps, switch, seeds = cfg.curve_steps, list(cfg.switch_steps), list(cfg.seeds)
+    S, K, N = len(switch), len(seeds), len(steps)
+    step_index = {s: i for i, s in enumerate(steps)}
+    arms = [_LIN] + ([_SMALL] if cfg.small_lr_factor is not None else [])
 
-    A kernel-dynamics result matches when it follows the same trajectory (:func:`same_trajectory`;
-    the first of ``cfg.seeds``) and ran at least as many steps. Phase I's end is the
-    ``phase_one_end`` of :func:`conelib.measures.verdict` of that result. Unreadable stored files are skipped.
+    def full(*shape: int) -> np.ndarray:
+        return np.full(shape, np.nan)
 
-    Returns:
-        ``(step, config_hash)`` of the newest matching result, or ``(None, None)`` if none is
-        stored (or if it shows no two phases: ``(None, config_hash)``).
-    """
-    from conelib.measures import verdict
+    std = {k: full(K, N) for k in CURVES}
+    cont = {arm: {k: full(S, K, N) for k in CURVES} for arm in arms}
+    disp = {arm: full(S, K) for arm in arms}
+    diverged = {arm: full(S, K) for arm in arms}
+    seconds = {arm: full(S, K) for arm in arms}
+    std_disp, matched_step, last_step = full(S, K), full(S, K), full(S, K)
+    std_sec = full(K)
+    correct: dict[str, np.ndarray] = {}
+    std_correct = matched_correct = None
+    n_params = n_train = n_test = 0
+    processes = min(process_count(cfg.processes), S * K * len(arms))
+    threads = max(1, torch.get_num_threads() // processes) if processes > 1 else None
+    t_start = time.perf_counter()
 
-    ds = matching_kernel_dynamics(cfg, results_root=results_root)
-    if ds is None:
-        return None, None
-    return verdict(ds, fraction=fraction).phase_one_end, str(ds.attrs.get("config_hash"))
+    sweep_stale(tempfile.gettempdir(), f"{_TMP_PREFIX}{TMP_MARK}*")
+    with tempfile.TemporaryDirectory(prefix=f"{_TMP_PREFIX}{TMP_MARK}{os.getpid()}.") as tmp:
+        # 1. the standard runs: curves, per-image correctness, a checkpoint at every switching step
+        ckpts: dict[int, dict[int, Path]] = {}
+        final_params: dict[int, torch.Tensor] = {}
+        levels: dict[int, float] = {}
+        for k, seed in enumerate(seeds):
+            run = _standard_run(cfg, seed, steps, Path(tmp), device, progress)
+            n_params, n_train, n_test = run["n_params"], run["n_train"], run["n_test"]
+            if std_correct is None:
+                std_correct = np.full((K, N, n_test), NOT_RECORDED, dtype=np.int8)
+                matched_correct = np.full((S, K, n_test), NOT_RECORDED, dtype=np.int8)
+                correct = {arm: np.full((S, K, n_test), NOT_RECORDED, dtype=np.int8) for arm in arms}
+            hist = run["hist"]
+            idx = [step_index[s] for s in hist.steps]
+            for name in std:
+                std[name][k, idx] = getattr(hist, name)
+            std_correct[k, idx] = np.stack(hist.extra["test_correct"])
+            std_sec[k] = run["seconds"]
+            ckpts[seed], final_params[seed] = run["checkpoints"], run["final_params"]
+            levels[seed] = float(hist.train_loss[-1])
 
+        # 2. the continuations: independent jobs, the longest first (the linearized before the small-lr)
+        def job(arm: str, i: int, k: int) -> tuple[Any, Any, tuple]:
+            seed = seeds[k]
+            rc = cfg.for_seed(seed).replace(processes=1)
+            ckpt = str(ckpts[seed][switch[i]])
+            if arm == _LIN:
+                match = None if cfg.match_horizon is None else MatchRule(levels[seed], cfg.horizon)
+                return ((arm, i, k), linearized_job, (rc, ckpt, final_params[seed], cfg.optimizer_policy,
+                                                      cfg.decay_to, steps, threads, match))
+            return ((arm, i, k), small_lr_job, (rc, ckpt, float(cfg.small_lr_factor), cfg.optimizer_policy,
+                                                [s for s in steps if s <= T], threads))
 
-def matching_kernel_dynamics(cfg: SwitchingConfig, *, seed: int | None = None,
-                             results_root: str | Path | None = None) -> xr.Dataset | None:
-    """The newest stored kernel-dynamics run of the same training as ``cfg`` for ``seed`` (default
-    ``cfg.seeds[0]``), at least as long (see :func:`same_trajectory`); ``None`` if there is none."""
-    want = cfg.for_seed(cfg.seeds[0] if seed is None else seed)
-    return next((ds for ds, _ in kernel_dynamics_of_trajectory(want, results_root=results_root)), None)
+        order = sorted(((arm, i, k) for arm in arms for i in range(S) for k in range(K)),
+                       key=lambda a: (switch[a[1]], arms.index(a[0]), a[2]))
 
+        def store(key: tuple[str, int, int], out: dict[str, Any]) -> None:
+            arm, i, k = key
+            seconds[arm][i, k] = out["seconds"]
+            if out["diverged"] is not None:
+                diverged[arm][i, k] = out["diverged"]
+            if "steps" in out:
+                idx = [step_index[s] for s in out["steps"]]
+                for name in CURVES:
+                    cont[arm][name][i, k, idx] = out[name]
+            if out["correct"] is not None:
+                correct[arm][i, k] = out["correct"]
+            if arm == _LIN:
+                disp[arm][i, k] = out.get("lin_disp", np.nan)
+                std_disp[i, k] = out.get("std_disp", np.nan)
+                if out["last_step"] is not None:
+                    last_step[i, k] = out["last_step"]
+                if out["matched_step"] is not None:
+                    matched_step[i, k] = out["matched_step"]
+                    matched_correct[i, k] = out["matched_correct"]
+            else:
+                disp[arm][i, k] = out.get("disp", np.nan)
 
-def kernel_dynamics_of_trajectory(want: RunConfig, *, results_root: str | Path | None = None
-                                  ) -> Iterator[tuple[xr.Dataset, Any]]:
-    """The stored kernel-dynamics runs that follow the training of ``want`` (:func:`same_trajectory`)
-    for at least as many steps, newest first, each with its configuration. Unreadable stored files
-    are skipped."""
-    from conelib.experiments.kernel_dynamics import config_of as kd_config_of
-
-    for ds in reversed(stored_results("kernel_dynamics", results_root)):
+        bar = tqdm(total=len(order), desc=f"{EXPERIMENT}: continuations ({processes} at once)", unit="run",
+                   disable=not progress)
         try:
-            kd = kd_config_of(ds)
-        except (KeyError, TypeError, ValueError):
-            continue
-        if same_trajectory(kd, want) and kd.steps >= want.steps:
-            yield ds, kd
+            run_jobs([job(*key) for key in order], store, processes, bar)
+        finally:
+            bar.close()
+    wall = time.perf_counter() - t_start
+    ds = _dataset(cfg, switch=switch, seeds=seeds, steps=steps, std=std, cont=cont, disp=disp, diverged=diverged,
+                  seconds=seconds, std_disp=std_disp, std_sec=std_sec, correct=correct, std_correct=std_correct,
+                  matched_step=matched_step, matched_correct=matched_correct, last_step=last_step)
+    ds.attrs.update({"n_params": n_params, "n_train": n_train, "n_test": n_test,
+                     "continuation_processes": processes, "continuation_threads": threads or torch.get_num_threads(),
+                     "wall_seconds": wall})
+    return ds
 
 
-# --------------------------------------------------------------------------------------------
-# summary
-# --------------------------------------------------------------------------------------------
+def _dataset(cfg: SwitchingConfig, *, switch: list[int], seeds: list[int], steps: list[int], std: dict, cont: dict,
+             disp: dict, diverged: dict, seconds: dict, std_disp: np.ndarray, std_sec: np.ndarray, correct: dict,
+             std_correct: np.ndarray, matched_step: np.ndarray, matched_correct: np.ndarray,
+             last_step: np.ndarray) -> xr.Dataset:
+    T = cfg.steps
+    t_idx = steps.index(T)
+    d3, d2, di = ("switch_step", "seed", "step"), ("switch_step", "seed"), ("switch_step", "seed", "image")
+    run = "θ_std→lin(T; t)"
+    flags = {"flag_values": np.asarray([NOT_RECORDED, 0, 1], dtype=np.int8),
+             "flag_meanings": "not_recorded wrong correct", "units": "1"}
+    lin = cont[_LIN]
 
-#: the possible answers of :func:`summarize` to "does switching later help?"
-SWITCHING_VERDICTS: tuple[str, ...] = ("later switching helps", "no clear effect", "later switching hurts")
+    # the linearized arm at its matched step (NaN where the level was not reached)
+    matched: dict[str, np.ndarray] = {}
+    for name in ("test_acc", "test_loss", "train_loss"):
+        values = np.full(matched_step.shape, np.nan)
+        for (i, k), s in np.ndenumerate(matched_step):
+            if np.isfinite(s):
+                values[i, k] = lin[name][i, k, steps.index(int(s))]
+        matched[name] = values
 
-
-@dataclass(frozen=True)
-class SwitchingSummary:
-    """Key numbers of a switching result (means over seeds); see :func:`summarize`."""
-
-    acc_at_zero: float
-    loss_at_zero: float
-    phase_switch_step: int | None
-    acc_at_phase_end: float | None
-    loss_at_phase_end: float | None
-    acc_standard: float
-    loss_standard: float
-    gain: float
-    gain_after_phase_end: float | None
-    seed_range: float
-    rank_correlation: float
-    verdict: str
-
-    def asdict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-def _spearman(x: np.ndarray, y: np.ndarray) -> float:
-    """Spearman's rank correlation (average ranks for ties); NaN when either is constant."""
-    import pandas as pd
-
-    rx, ry = pd.Series(x).rank().to_numpy(), pd.Series(y).rank().to_numpy()
-    if rx.std() == 0 or ry.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(rx, ry)[0, 1])
-
-
-def summarize(ds: xr.Dataset, phase_end: int | None = None, *, tol: float = 0.005,
-              min_correlation: float = 0.5) -> SwitchingSummary:
-    """The numbers the chapter quotes, and a plain answer to "does switching later help?".
-
-    With :math:`a(t)` the test accuracy of :math:`\\theta_{\\mathrm{std}\\to\\mathrm{lin}}(T; t)`
-    averaged over seeds:
-
-    * ``acc_at_zero`` :math:`= a(0)` (fully linearized), ``acc_standard`` the standard run at
-      :math:`T` (equal to :math:`a(T)`), ``acc_at_phase_end`` :math:`= a(t_p)` at the switching
-      step :math:`t_p` nearest to ``phase_end`` (the earlier one on a tie; ``None`` without a
-      ``phase_end``); the same for the test loss;
-    * ``gain`` :math:`= a(T) - a(0)`; ``gain_after_phase_end`` :math:`= a(T) - a(t_p)` (what
-      switching later than the end of Phase I still adds); ``seed_range`` the largest min–max range of the accuracy
-      over seeds at any switching step (0 for one seed); ``rank_correlation`` Spearman's
-      :math:`\\rho` between :math:`t` and :math:`a(t)`.
-
-    Verdict: ``"later switching helps"`` if ``gain > max(tol, seed_range)`` and
-    :math:`\\rho \\ge` ``min_correlation``; ``"later switching hurts"`` if
-    ``gain < -max(tol, seed_range)`` and :math:`\\rho \\le -` ``min_correlation``; else
-    ``"no clear effect"``. The default ``tol`` is half a percentage point of accuracy.
-    """
-    if "final_test_acc" not in ds or "switch_step" not in ds.dims:
-        raise ValueError("ds is not a switching Dataset (it needs final_test_acc over switch_step)")
-    if not 0 <= tol < 1 or not 0 <= min_correlation <= 1:
-        raise ValueError(f"tol must be in [0, 1) and min_correlation in [0, 1]; got {tol}, {min_correlation}")
-    steps = ds["switch_step"].values.astype(int)
-    acc = ds["final_test_acc"].mean("seed").values
-    loss = ds["final_test_loss"].mean("seed").values
-    spread = (ds["final_test_acc"].max("seed") - ds["final_test_acc"].min("seed")).values
-    seed_range = float(np.nanmax(spread)) if np.isfinite(spread).any() else 0.0
-    i_p = None if phase_end is None else int(np.argmin(np.abs(steps - int(phase_end))))
-    gain = float(acc[-1] - acc[0])
-    finite = np.isfinite(acc)
-    rho = _spearman(steps[finite], acc[finite]) if finite.sum() >= 3 else float("nan")
-    margin = max(tol, seed_range)
-    if gain > margin and rho >= min_correlation:
-        verdict = SWITCHING_VERDICTS[0]
-    elif gain < -margin and rho <= -min_correlation:
-        verdict = SWITCHING_VERDICTS[2]
-    else:
-        verdict = SWITCHING_VERDICTS[1]
-    return SwitchingSummary(
-        acc_at_zero=float(acc[0]),
-        loss_at_zero=float(loss[0]),
-        phase_switch_step=None if i_p is None else int(steps[i_p]),
-        acc_at_phase_end=None if i_p is None else float(acc[i_p]),
-        loss_at_phase_end=None if i_p is None else float(loss[i_p]),
-        acc_standard=float(ds["standard_final_test_acc"].mean("seed")),
-        loss_standard=float(ds["standard_final_test_loss"].mean("seed")),
-        gain=gain,
-        gain_after_phase_end=None if i_p is None else float(acc[-1] - acc[i_p]),
-        seed_range=seed_range,
-        rank_correlation=rho,
-        verdict=verdict,
+    v: dict[str, Any] = {
+        "final_test_acc": (d2, lin["test_acc"][:, :, t_idx], {"long_name": f"test accuracy of {run}", "units": "1"}),
+        "final_test_loss": (d2, lin["test_loss"][:, :, t_idx],
+                            {"long_name": f"test cross-entropy of {run}", "units": "nats"}),
+        "final_train_loss": (d2, lin["train_loss"][:, :, t_idx],
+                             {"long_name": f"train cross-entropy of {run}", "units": "nats"}),
+        "final_train_acc": (d2, lin["train_acc"][:, :, t_idx], {"long_name": f"train accuracy of {run}", "units": "1"}),
+        "final_test_correct": (di, correct[_LIN], {**flags, "long_name": f"per-image test correctness of {run}"}),
+        "test_acc_curve": (d3, lin["test_acc"], {"long_name": "test accuracy of the continuation switched at t "
+                                                              "(NaN before t and after it stopped)", "units": "1"}),
+        "test_loss_curve": (d3, lin["test_loss"], {"long_name": "test cross-entropy of the continuation switched at t "
+                                                                "(NaN before t and after it stopped)", "units": "nats"}),
+        "train_loss_curve": (d3, lin["train_loss"],
+                             {"long_name": "train cross-entropy of the continuation switched at t (NaN before t and "
+                                           "after it stopped)", "units": "nats"}),
+        "matched_step": (d2, matched_step, {"long_name": "first curve step at which the continuation's train loss is "
+                                                         "at or below the standard run's at T (NaN: not reached)",
+                                            "units": "steps"}),
+        "matched_test_acc": (d2, matched["test_acc"], {"long_name": "test accuracy at matched_step", "units": "1"}),
+        "matched_test_loss": (d2, matched["test_loss"],
+                              {"long_name": "test cross-entropy at matched_step", "units": "nats"}),
+        "matched_train_loss": (d2, matched["train_loss"],
+                               {"long_name": "train cross-entropy at matched_step", "units": "nats"}),
+        "matched_test_correct": (di, matched_correct, {**flags, "long_name": "per-image test correctness at "
+                                                                             "matched_step"}),
+        "last_step": (d2, last_step, {"long_name": "the last step the linearized continuation trained to",
+                                      "units": "steps"}),
+        "standard_test_acc": (("seed", "step"), std["test_acc"],
+                              {"long_name": "test accuracy of the standard run", "units": "1"}),
+        "standard_test_loss": (("seed", "step"), std["test_loss"],
+                               {"long_name": "test cross-entropy of the standard run", "units": "nats"}),
+        "standard_train_loss": (("seed", "step"), std["train_loss"],
+                                {"long_name": "train cross-entropy of the standard run", "units": "nats"}),
+        "standard_train_acc": (("seed", "step"), std["train_acc"],
+                               {"long_name": "train accuracy of the standard run", "units": "1"}),
+        "standard_test_correct": (("seed", "step", "image"), std_correct,
+                                  {**flags, "long_name": "per-image test correctness of the standard run"}),
+        "standard_final_test_acc": (("seed",), std["test_acc"][:, t_idx],
+                                    {"long_name": "test accuracy of the standard run at T", "units": "1"}),
+        "standard_final_test_loss": (("seed",), std["test_loss"][:, t_idx],
+                                     {"long_name": "test cross-entropy of the standard run at T", "units": "nats"}),
+        "standard_final_train_loss": (("seed",), std["train_loss"][:, t_idx],
+                                      {"long_name": "train cross-entropy of the standard run at T", "units": "nats"}),
+        "lin_displacement": (d2, disp[_LIN], {"long_name": "parameter distance ‖θ(T) − θ(t)‖ under linearized "
+                                                           "training", "units": "1"}),
+        "std_displacement": (d2, std_disp, {"long_name": "parameter distance ‖θ(T) − θ(t)‖ under standard training",
+                                            "units": "1"}),
+        "diverged_step": (d2, diverged[_LIN], {"long_name": "step at which the continuation diverged (NaN: it did "
+                                                            "not)", "units": "steps"}),
+        "continuation_seconds": (d2, seconds[_LIN], {"long_name": "wall time of the linearized continuation",
+                                                     "units": "s"}),
+        "standard_seconds": (("seed",), std_sec, {"long_name": "wall time of the standard run", "units": "s"}),
+    }
+    if _SMALL in cont:
+        small, what = cont[_SMALL], f"the small-lr continuation (lr x {cfg.small_lr_factor:g} from t)"
+        v.update({
+            "small_lr_final_test_acc": (d2, small["test_acc"][:, :, t_idx],
+                                        {"long_name": f"test accuracy at T of {what}", "units": "1"}),
+            "small_lr_final_test_loss": (d2, small["test_loss"][:, :, t_idx],
+                                         {"long_name": f"test cross-entropy at T of {what}", "units": "nats"}),
+            "small_lr_final_train_loss": (d2, small["train_loss"][:, :, t_idx],
+                                          {"long_name": f"train cross-entropy at T of {what}", "units": "nats"}),
+            "small_lr_final_train_acc": (d2, small["train_acc"][:, :, t_idx],
+                                         {"long_name": f"train accuracy at T of {what}", "units": "1"}),
+            "small_lr_test_correct": (di, correct[_SMALL], {**flags, "long_name": f"per-image test correctness at T "
+                                                                                   f"of {what}"}),
+            "small_lr_test_acc_curve": (d3, small["test_acc"], {"long_name": f"test accuracy of {what}", "units": "1"}),
+            "small_lr_test_loss_curve": (d3, small["test_loss"],
+                                         {"long_name": f"test cross-entropy of {what}", "units": "nats"}),
+            "small_lr_train_loss_curve": (d3, small["train_loss"],
+                                          {"long_name": f"train cross-entropy of {what}", "units": "nats"}),
+            "small_lr_displacement": (d2, disp[_SMALL], {"long_name": f"parameter distance ‖θ(T) − θ(t)‖ of {what}",
+                                                         "units": "1"}),
+            "small_lr_diverged_step": (d2, diverged[_SMALL], {"long_name": f"step at which {what} diverged (NaN: it "
+                                                                           "did not)", "units": "steps"}),
+            "small_lr_seconds": (d2, seconds[_SMALL], {"long_name": f"wall time of {what}", "units": "s"}),
+        })
+    n_test = std_correct.shape[-1]
+    return xr.Dataset(
+        v,
+        coords={
+            "switch_step": ("switch_step", np.asarray(switch, dtype=np.int64),
+                            {"long_name": "switching step t (standard before, linearized after)", "units": "steps"}),
+            "seed": ("seed", np.asarray(seeds, dtype=np.int64), {"long_name": "seed", "units": "1"}),
+            "step": ("step", np.asarray(steps, dtype=np.int64), {"long_name": "training step", "units": "steps"}),
+            "image": ("image", np.arange(n_test, dtype=np.int64),
+                      {"long_name": "index of the test image in the dataset's test split", "units": "1"}),
+        },
+        attrs={
+            "title": f"Switching from standard to linearized training: {cfg.model} on {cfg.dataset}, T = {T}",
+            "T": T,
+            "optimizer_policy": cfg.optimizer_policy,
+            "switching": "standard SGD for steps [0, t), then SGD on the Taylor model at θ(t) for [t, T); same data "
+                         "order and learning-rate schedule",
+            "norm_mode": "linearized model evaluated in eval mode (BatchNorm running statistics frozen at θ(t)); "
+                         "standard run trained in train mode",
+            "curve_before_switch": "NaN (a continuation starts at its switching step)",
+            "train_metrics_on": f"a fixed class-stratified subset of min({EVAL_TRAIN_MAX}, n_train) training examples",
+            "matched_loss": ("none (continuations stop at T)" if cfg.match_horizon is None else
+                             f"linearized continuations train past T = {T} until their train loss is at or below the "
+                             f"standard run's at T (checked every {cfg.eval_every} steps), up to step "
+                             f"{cfg.match_horizon}, stopping earlier when a loss falling as 1/(steps since t) could "
+                             "not reach it by then"),
+            "small_lr": ("not run" if cfg.small_lr_factor is None else
+                         f"standard training with lr x {cfg.small_lr_factor:g} from t to T (Fort et al. 2020)"),
+            "linearized_steps": cfg.linearized_steps * len(seeds),
+            "decay_to": cfg.decay_to,
+        },
     )
-
-
-@dataclass(frozen=True)
-class PairedGain:
-    """The gain in a final test metric from switching at ``t_to`` instead of ``t_from``, paired by seed.
-
-    For each seed :math:`s`, :math:`d_s = a_s(t_{to}) - a_s(t_{from})` (the same seed's data order,
-    initialisation and standard run up to :math:`t_{from}`, so the pairing removes most of the
-    seed-to-seed variation). ``mean`` is :math:`\\bar d`, and ``low`` / ``high`` the two-sided
-    Student-t interval :math:`\\bar d \\pm t_{1-\\alpha/2,\\,n-1}\\, s_d/\\sqrt{n}` at ``level``
-    (NaN with fewer than two seeds). ``n_positive`` counts the seeds with :math:`d_s > 0`.
-    """
-
-    metric: str
-    t_from: int
-    t_to: int
-    per_seed: tuple[float, ...]
-    mean: float
-    low: float
-    high: float
-    level: float
-    n_positive: int
-
-    @property
-    def n(self) -> int:
-        return len(self.per_seed)
-
-    def excludes_zero(self) -> bool:
-        """Whether the interval lies entirely above or below 0."""
-        return bool(np.isfinite(self.low) and (self.low > 0 or self.high < 0))
-
-
-def paired_gain(ds: xr.Dataset, t_from: int, t_to: int | None = None, *, metric: str = "final_test_acc",
-                level: float = 0.95) -> PairedGain:
-    """:class:`PairedGain` of ``metric`` between the switching steps ``t_from`` and ``t_to`` (default
-    the last, :math:`T`: the standard run).
-
-    Raises:
-        ValueError: a step that is not a switching step, or an unknown metric.
-    """
-    from scipy import stats
-
-    steps = ds["switch_step"].values.astype(int).tolist()
-    t_to = steps[-1] if t_to is None else int(t_to)
-    for t in (t_from, t_to):
-        if int(t) not in steps:
-            raise ValueError(f"{t} is not a switching step of this result; they are {steps}")
-    if metric not in ds or "switch_step" not in ds[metric].dims:
-        raise ValueError(f"metric={metric!r} is not a final metric over switch_step")
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level}")
-    d = (ds[metric].sel(switch_step=t_to) - ds[metric].sel(switch_step=int(t_from))).values.astype(float)
-    d = d[np.isfinite(d)]
-    mean = float(d.mean()) if d.size else float("nan")
-    if d.size >= 2:
-        half = float(stats.t.ppf(0.5 + level / 2, d.size - 1) * d.std(ddof=1) / np.sqrt(d.size))
-    else:
-        half = float("nan")
-    return PairedGain(metric, int(t_from), t_to, tuple(float(x) for x in d), mean, mean - half, mean + half,
-                      float(level), int((d > 0).sum()))
-
-
-def first_switch_after(ds: xr.Dataset, step: int) -> int | None:
-    """The first switching step at or after ``step`` that is before :math:`T` (``None`` if none)."""
-    steps = ds["switch_step"].values.astype(int)
-    later = steps[(steps >= int(step)) & (steps < steps.max())]
-    return int(later.min()) if later.size else None
-
-
-def paired_gain_table(ds: xr.Dataset, t_from: int, *, metric: str = "final_test_acc", level: float = 0.95):
-    """:func:`paired_gain` from ``t_from`` to every switching step, one row each (a DataFrame with
-    t, mean, low, high, n_positive, n and the per-seed differences as ``seed_<s>`` columns)."""
-    import pandas as pd
-
-    rows = []
-    seeds = ds["seed"].values.tolist()
-    for t in ds["switch_step"].values.astype(int):
-        g = paired_gain(ds, t_from, int(t), metric=metric, level=level)
-        row = {"t": int(t), "mean": g.mean, "low": g.low, "high": g.high, "n_positive": g.n_positive, "n": g.n}
-        d = (ds[metric].sel(switch_step=int(t)) - ds[metric].sel(switch_step=int(t_from))).values
-        row.update({f"seed_{s}": float(v) for s, v in zip(seeds, d)})
-        rows.append(row)
-    return pd.DataFrame(rows)

@@ -11,6 +11,8 @@ things can make a stored file disagree with today's code:
   defaults no longer finds it (the loader refuses it until then: :class:`conelib.results.StaleResultError`);
 * **an older file** without ``config_full_json``: the full configuration is reconstructed from its
   identity and today's defaults, and the file says so (``config_full_source``).
+* **a parameter added since** the file was written: it is absent from its full configuration (the
+  loader reads it at its default, with a warning); the full configuration is completed with it.
 
 :func:`migrate_results` rewrites such files under their right name with a fresh checksum; values
 are never touched. Files that are already right are left alone. Sweep summaries are re-keyed
@@ -64,6 +66,10 @@ def _run_attrs(ds: xr.Dataset, cls: type[Config]) -> tuple[dict[str, Any], dict[
     what = []
     if "config_full_json" not in ds.attrs:
         what.append("full configuration reconstructed from the identity and today's defaults")
+    else:
+        added = sorted(set(json.loads(json.dumps(full, default=str))) - set(json.loads(ds.attrs["config_full_json"])))
+        if added:
+            what.append(f"full configuration completed with the parameters added since, at their defaults: {added}")
     if ds.attrs.get("config_json") != _config_json(identity):
         what.append("identity recomputed (a default changed, or an older naming rule)")
     return identity, full, "; ".join(what)

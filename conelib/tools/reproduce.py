@@ -306,8 +306,9 @@ def plan(profile: str = "mnist", only: Sequence[str] | None = None, *, quick: bo
             old = load_result(path)
             for k, seed in enumerate(old["seed"].values.tolist()):
                 cost = float(old["standard_seconds"].values[k]) + float(np.nansum(old["continuation_seconds"].values[:, k])) \
+                    + (float(np.nansum(old["small_lr_seconds"].values[:, k])) if "small_lr_seconds" in old else 0.0) \
                     if "standard_seconds" in old and "continuation_seconds" in old else float("nan")
-                found.append(PlannedRun("switching", cfg.for_seed(int(seed)).replace(workers=1), ["switching"],
+                found.append(PlannedRun("switching", cfg.for_seed(int(seed)).replace(processes=1), ["switching"],
                                         f"{cfg.model} seed {int(seed)}", cost))
         runs += _cheapest(found) if quick else found
     if "atlas" in only:
@@ -483,15 +484,18 @@ def _switching(report: ReproduceReport, profile: str, scratch: Path, runs: list[
         old = load_result(path)
         new = _fresh_seeds("switching", cfg, old, scratch, planned)
         n_test = int(old.attrs.get("n_test", 10000))
+        arms = [v for v in ("final_test_acc", "small_lr_final_test_acc") if v in old]  # the baseline, when stored
         for t in old["switch_step"].values:
             for s in old["seed"].values:
                 if int(s) not in new:
                     continue
-                a = float(old["final_test_acc"].sel(switch_step=t, seed=s))
+                a = {v: float(old[v].sel(switch_step=t, seed=s)) for v in arms}
+                b = {v: float(new[int(s)][v].sel(switch_step=t, seed=s)) if v in new[int(s)] else float("nan")
+                     for v in arms}
                 report.rows += compare(
-                    "switching", f"{cfg.model} t={int(t)} seed {int(s)}", {"final_test_acc": a},
-                    {"final_test_acc": float(new[int(s)]["final_test_acc"].sel(switch_step=t, seed=s))},
-                    {"final_test_acc": accuracy_tolerance(a, n_test)}, SW_MEASURES)
+                    "switching", f"{cfg.model} t={int(t)} seed {int(s)}", a, b,
+                    {v: accuracy_tolerance(a[v], n_test) for v in arms},
+                    {v: SW_MEASURES["final_test_acc"] for v in arms})
 
 
 def _atlas(report: ReproduceReport, scratch: Path, runs: list[PlannedRun], atlas_grid: str | Path | None,
