@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conelib.measures import v2 as measures
-from conelib.trajectory import distances_dataset
+from conelib.trajectory import distances_dataset, trajectory_dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import synthetic  # noqa: E402
@@ -114,3 +114,66 @@ def test_thresholds_are_checked_and_reach_the_verdict():
     assert measures.verdict(cone, lazy_ratio=0.5).verdict == "two phases, lazy"
     walk = synthetic.trajectory("walk", 0)
     assert measures.verdict(walk, plateau_exponent=0.9).verdict == "two phases, cone"
+
+
+# ------------------------------------------------------------------------------------------
+# the late-growth share against closed forms: rank-one kernels H_t = u_t u_t^T with
+# u_t = (cos phi_t, sin phi_t), whose distance is S = sin^2(phi_t - phi_s) exactly
+# ------------------------------------------------------------------------------------------
+
+STEPS = np.arange(0, 2001, 20)
+
+
+def rank_one(phi: np.ndarray) -> list[np.ndarray]:
+    """:math:`H_t = u_t u_t^\\top`, :math:`u_t = (\\cos\\varphi_t, \\sin\\varphi_t)`: :math:`S = \\sin^2(\\Delta\\varphi)`."""
+    return [np.outer(u, u) for u in np.stack([np.cos(phi), np.sin(phi)], axis=1)]
+
+
+def as_ds(kernels: list[np.ndarray], steps: np.ndarray = STEPS):
+    return trajectory_dataset(steps, kernels, dts=[20, 40, 80], taus=[200, 400, 800])
+
+
+def _phi_for_g(tau: int, g: np.ndarray) -> np.ndarray:
+    """An angle path with :math:`S(\\theta_t, \\theta_\\tau) = g(t)` exactly for t >= tau (g in [0, 1], g(tau) = 0)."""
+    assert g[list(STEPS).index(tau)] == 0
+    phi = np.where(STEPS < tau, 1e-3 * (STEPS - tau), 0.0)
+    after = STEPS >= tau
+    phi[after] = np.arcsin(np.sqrt(g[after]))
+    return phi
+
+
+def test_late_growth_share_of_an_exact_linear_drift():
+    tau, k = 400, 2e-5
+    g = np.clip(k * (STEPS - tau), 0, None)
+    share = measures.late_growth_share(as_ds(rank_one(_phi_for_g(tau, g))), tau)
+    assert share == pytest.approx(0.5, abs=1e-9)  # (kL - kL/2) / kL
+
+
+def test_late_growth_share_of_an_exact_plateau():
+    tau, k, level = 400, 1e-4, 0.02  # g reaches its level at step 600, before the midpoint 1200
+    g = np.clip(k * (STEPS - tau), 0, level)
+    share = measures.late_growth_share(as_ds(rank_one(_phi_for_g(tau, g))), tau)
+    assert share == pytest.approx(0.0, abs=1e-9)
+
+
+def test_late_growth_share_reads_a_line_through_a_wobbling_second_half():
+    """g = a + b t ± w (alternating from snapshot to snapshot) on the second half [m, T].
+
+    The oracle is the least-squares line written out with its normal equations (slope = centred
+    cross-sum / centred sum of squares), not numpy's fit.
+    """
+    tau = 400
+    mid = 1200
+    half = STEPS[STEPS >= mid]  # 41 snapshots
+    a, b, w = 0.01, 1e-5, 0.004
+    wob = w * (-1.0) ** np.arange(len(half))
+    x = half.astype(float)
+    xm = x.mean()
+    slope = b + np.sum((x - xm) * wob) / np.sum((x - xm) ** 2)
+    intercept = a + b * xm + wob.mean() - slope * xm
+    g = np.zeros(len(STEPS))
+    g[STEPS > tau] = 0.005  # g(tau) = 0: the kernel at tau is the reference
+    g[STEPS >= mid] = a + b * half + wob
+    share = measures.late_growth_share(as_ds(rank_one(_phi_for_g(tau, g))), tau)
+    final = slope * 2000 + intercept
+    assert share == pytest.approx((final - (slope * mid + intercept)) / final, rel=1e-7)

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from conelib.experiments.common import METRICS
 from conelib.measures import SENSITIVITY, VERDICTS, assess, check_thresholds, v2
 from conelib.measures.v3 import Verdict, measure, sensitivity_settings
 from conelib.results import (
@@ -45,10 +46,7 @@ CURVES: tuple[str, ...] = ("dist_to_ref", "adjacent_distance", "dist_to_init", "
                            "train_loss", "test_acc", "test_loss", "pairwise_distance")
 #: run-level numbers kept beside the measures: name -> (long_name, units)
 RUN_NUMBERS: dict[str, tuple[str, str]] = {
-    "final_test_acc": ("test accuracy at the last step", "1"),
-    "final_train_acc": ("train accuracy at the last step", "1"),
-    "final_train_loss": ("train loss at the last step", "1"),
-    "final_test_loss": ("test loss at the last step", "1"),
+    **{f"final_{m}": (f"{what} at the last step", units) for m, (what, units) in METRICS.items()},
     "dist_to_init_final": ("kernel distance from initialisation at the end S(θ_T, θ_0), single snapshots", "1"),
     "wall_seconds": ("wall time of the run (training + eNTK snapshots)", "s"),
     "v2_phase_one_end": ("end of Phase I by the version-2 rule (conelib.measures.v2)", "steps"),

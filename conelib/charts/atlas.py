@@ -24,7 +24,7 @@ import xarray as xr
 
 from conelib.charts.common import LEGEND, PANEL_H, PANEL_W, _step_axis, _tidy
 from conelib.measures import THRESHOLDS, VERDICTS
-from conelib.measures.v3 import phase_one_trace
+from conelib.measures.v3 import MEASURE_FORMATS, phase_one_trace
 
 #: verdict -> colour (fixed, so that every chart and page uses the same legend)
 VERDICT_COLORS: dict[str, str] = dict(zip((*VERDICTS, "missing", "failed"),
@@ -34,20 +34,11 @@ _VERDICT_SCALE = alt.Scale(domain=list(VERDICT_COLORS), range=list(VERDICT_COLOR
 
 #: the summary's measures shown in tooltips: variable -> (title, format)
 _TOOLTIP_MEASURES: dict[str, tuple[str, str]] = {
-    "phase_one_end": ("end of Phase I t*", ".0f"),
-    "total_movement": ("total movement M", ".3f"),
-    "laziness": ("laziness λ", ".3f"),
-    "jitter_ratio": ("jitter radius / Phase I", ".3f"),
-    "drift_ratio": ("Phase II drift / jitter", ".2f"),
-    "growth_exponent": ("growth exponent γ", ".2f"),
-    "drift_decay": ("drift decay α", ".2f"),
-    "verdict_agreement": ("verdict: share of bootstrap draws", ".2f"),
-    "threshold_agreement": ("verdict: share of threshold settings", ".2f"),
-    "loss_correlation": ("velocity vs loss: r", ".2f"),
-    "final_train_loss": ("final train loss", ".2e"),
-    "final_test_acc": ("test accuracy", ".4f"),
-    "v2_verdict": ("version-2 verdict", ""),
-    "wall_seconds": ("wall time (s)", ".0f"),
+    **{k: MEASURE_FORMATS[k] for k in ("phase_one_end", "total_movement", "laziness", "jitter_ratio", "drift_ratio",
+                                       "growth_exponent", "drift_decay", "verdict_agreement", "threshold_agreement",
+                                       "loss_correlation")},
+    "final_train_loss": ("final train loss", ".2e"), "final_test_acc": ("test accuracy", ".4f"),
+    "v2_verdict": ("version-2 verdict", ""), "wall_seconds": ("wall time (s)", ".0f"),
     "config_hash": ("config hash", ""),
 }
 _TEXT_FIELDS = {"config_hash", "v2_verdict"}

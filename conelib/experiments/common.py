@@ -1,4 +1,5 @@
-"""What every experiment shares: the training setup as a typed config, and building it."""
+"""What every experiment shares: the training setup as a typed config, building it, and
+:class:`Experiment`, the one way an experiment is configured from a profile, run and stored."""
 
 from __future__ import annotations
 
@@ -6,19 +7,25 @@ import functools
 import math
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Any, Generic, TypeVar
 
 import torch
+import xarray as xr
 
 from conelib import data as data_mod
 from conelib import models
 from conelib.config import Config, ParameterError, absolute_paths, param, values_equal
 from conelib.models.scaling import OutputScaled
 from conelib.profiles import load_profile, merge, profile_path
-from conelib.train import TrainConfig
+from conelib.results import load_or_compute
+from conelib.ntk import KINDS, METHODS
+from conelib.train import EVAL_TRAIN_MAX, TrainConfig
 
 R = TypeVar("R", bound="RunConfig")
+S = TypeVar("S", bound="SeedsConfig")
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -97,6 +104,81 @@ class RunConfig(Config):
         """The training section, optionally with another number of steps."""
         return self.train if steps is None else self.train.replace(steps=steps)
 
+
+
+@dataclass(frozen=True, init=False)
+class SeedsConfig(RunConfig):
+    """A run over several seeds stored as one Dataset with a ``seed`` dimension (switching,
+    spawning).
+
+    Attributes:
+        seeds: the seeds to run (each: initialisation, data split and data order); empty means
+            ``(seed,)``. Stored sorted without duplicates, and ``seed`` is set to ``seeds[0]`` (so
+            ``seeds`` wins over ``seed`` when both are given).
+    """
+
+    seeds: tuple[int, ...] = param((), "seeds to run, one Dataset over them (intervals over seeds); empty: just seed",
+                                   unique=True, check=lambda v: all(s >= 0 for s in v),
+                                   allowed="a list of integers >= 0")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        seeds = self.seeds or (int(self.seed),)
+        object.__setattr__(self, "seeds", seeds)
+        if self.train.seed != seeds[0]:
+            object.__setattr__(self, "train", self.train.replace(seed=seeds[0]))
+
+    def for_seed(self: S, seed: int) -> S:
+        """The same configuration with the single seed ``seed``."""
+        return self.replace(seed=int(seed), seeds=(int(seed),))
+
+
+@dataclass(frozen=True, init=False)
+class ProbeConfig(RunConfig):
+    """A run that computes the eNTK on a probe set (kernel dynamics, spawning) and measures the
+    train loss on a fixed subset of the training set.
+
+    Attributes:
+        probe_size: class-balanced probe examples :math:`n` of the eNTK (the same set for the same
+            seed in every experiment).
+        kernel_kind: the eNTK of several outputs (:data:`conelib.ntk.KINDS`).
+        train_eval_size: the train loss and accuracy are measured on a fixed class-balanced subset
+            of this many training images.
+        ntk_method: how the eNTK is computed (runtime).
+    """
+
+    probe_size: int = param(128, "number of probe examples n on which the eNTK is computed (class-balanced; the "
+                            "same set for the same seed in every experiment)", check=lambda v: v >= 2,
+                            allowed="an integer >= 2")
+    kernel_kind: str = param("trace", "eNTK kind: trace (over the logits), full or logit_sum", choices=KINDS)
+    train_eval_size: int = param(EVAL_TRAIN_MAX, "train loss and accuracy are measured on a fixed class-balanced "
+                                 "subset of this many training images", check=lambda v: v >= 1,
+                                 allowed="an integer >= 1")
+    ntk_method: str = param("auto", "how the eNTK is computed", choices=METHODS, runtime=True)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        n = self.train_split_size()
+        if self.probe_size > n:
+            what = "n_train" if self.n_train is not None else f"the training split of {self.dataset!r}"
+            raise ParameterError("probe_size", f"parameter 'probe_size' ({self.probe_size}) is larger than {what} "
+                                 f"({n} images)")
+
+
+#: the metrics :func:`conelib.train.train` records at a snapshot: name -> (what it is, units); the
+#: train ones on the fixed class-balanced training subset
+METRICS: dict[str, tuple[str, str]] = {"test_acc": ("test accuracy", "1"), "test_loss": ("test cross-entropy", "nats"),
+                                       "train_loss": ("train cross-entropy", "nats"),
+                                       "train_acc": ("train accuracy", "1")}
+
+
+def metric_variables(name: str, dims: tuple[str, ...], values: Any, of: str,
+                     metrics: tuple[str, ...] = tuple(METRICS)) -> dict[str, tuple]:
+    """Dataset variables of recorded metrics: ``name.format(metric)`` ->
+    ``(dims, values[metric], {"long_name": "<metric> <of>", "units": ...})`` for each of
+    ``metrics`` (:data:`METRICS`), e.g. ``metric_variables("final_{}", dims, values, "of the run at T")``."""
+    return {name.format(m): (dims, values[m], {"long_name": f"{METRICS[m][0]} {of}", "units": METRICS[m][1]})
+            for m in metrics}
 
 
 def trajectory_params() -> tuple[str, ...]:
@@ -334,3 +416,66 @@ def setup(cfg: RunConfig) -> tuple[torch.device, "data_mod.TensorData", torch.nn
     device = resolve_device(cfg.device)
     data = load_data(cfg, device)
     return device, data, build_model(cfg, data, device)
+
+
+#: how an experiment computes one configuration: ``compute(config, progress, results_root)``
+Compute = Callable[[R, bool, "str | Path | None"], xr.Dataset]
+
+
+@dataclass(frozen=True)
+class Experiment(Generic[R]):
+    """One experiment of the book: its name (the profile section and the results folder), its
+    configuration class and how one configuration is computed. Calling it runs the experiment, or
+    loads the stored result of the same configuration.
+
+    Each experiment module makes one (``kernel_dynamics = Experiment(...)``) and exports its
+    methods under the experiment's name (``kernel_dynamics_config = kernel_dynamics.config``, ...),
+    so every experiment is configured, stored, found again and described the same way.
+    """
+
+    name: str
+    config_class: type[R]
+    compute: Compute
+    progress_bars: str = "a text progress bar"
+
+    def __call__(self, config: R | None = None, *, results_root: str | Path | None = None, recompute: bool = False,
+                 progress: bool = True, **overrides: Any) -> xr.Dataset:
+        """Run (or load, if stored) the experiment and return its Dataset.
+
+        Args:
+            config: the configuration; ``None`` → the defaults. Keyword ``overrides`` (those not
+                ``None``) replace fields.
+            results_root: folder of stored results (default ``$CONELIB_RESULTS`` or ``./results``).
+            recompute: run even when a result for this configuration is stored.
+            progress: show :attr:`progress_bars`.
+
+        Returns:
+            The Dataset its module describes, with the provenance attributes of
+            :func:`conelib.results.load_or_compute`.
+        """
+        cfg = config or self.config_class()
+        if overrides:
+            cfg = cfg.replace(**{k: v for k, v in overrides.items() if v is not None})
+        return self.stored_or_computed(cfg, lambda: self.compute(cfg, progress, results_root),
+                                       results_root=results_root, recompute=recompute)
+
+    def stored_or_computed(self, cfg: R, compute: Callable[[], xr.Dataset], *, results_root: str | Path | None = None,
+                           recompute: bool = False) -> xr.Dataset:
+        """The stored result of ``cfg`` or, when there is none (or ``recompute``), ``compute()``
+        after the preflight checks, stored with its full configuration and provenance."""
+        return load_or_compute(self.name, cfg.identity(), compute, root=results_root, recompute=recompute,
+                               device=lambda: device_name(cfg.device), precheck=lambda: preflight(cfg),
+                               full=cfg.full())
+
+    def config(self, profile: str = "mnist", **overrides: Any) -> R:
+        """The profile's parameters of this experiment with the given (non-``None``) overrides (its
+        first model and seed when it lists several; :meth:`configs` gives all)."""
+        return self.config_class.from_profile(profile, self.name, **overrides)
+
+    def configs(self, profile: str = "mnist", **overrides: Any) -> list[R]:
+        """Every run of the profile's section of this experiment (:func:`profile_runs`)."""
+        return profile_runs(self.config_class, profile, self.name, **overrides)
+
+    def config_of(self, ds: xr.Dataset) -> R:
+        """The configuration a stored result records (:meth:`conelib.config.Config.from_result`)."""
+        return self.config_class.from_result(ds)

@@ -105,12 +105,21 @@ class MatchRule:
         return switch_step + (step - switch_step) * loss / self.level > self.horizon
 
 
-def _checked_checkpoint(cfg: RunConfig, checkpoint: str | Path, model: nn.Module) -> dict:
+def _restore(cfg: RunConfig, checkpoint: str | Path, optimizer_policy: str,
+             data: data_mod.TensorData | None) -> tuple[data_mod.TensorData, nn.Module, dict, int]:
+    """The network of ``cfg`` loaded from a checkpoint of its standard run: ``(data, model,
+    checkpoint, t)``. Refuses an unknown ``optimizer_policy`` and a checkpoint written by another
+    training (its data order or schedule would differ)."""
+    if optimizer_policy not in POLICIES:
+        raise ValueError(f"optimizer_policy={optimizer_policy!r} is not known; choose one of {POLICIES}")
+    device = resolve_device(cfg.device)
+    data = load_data(cfg, device) if data is None else data
+    model = build_model(cfg, data, device)
     ckpt = load_checkpoint(checkpoint, model)
     if ckpt["config"] != cfg.train.to_dict():
         raise ValueError(f"checkpoint {checkpoint} was written by a run with config {ckpt['config']}, not "
                          f"{cfg.train.to_dict()}: its data order or schedule would differ")
-    return ckpt
+    return data, model, ckpt, int(ckpt["step"])
 
 
 def continue_linearized(
@@ -156,15 +165,9 @@ def continue_linearized(
         FileNotFoundError: the checkpoint does not exist.
         conelib.train.TrainingDivergedError: the linearized run diverged.
     """
-    if optimizer_policy not in POLICIES:
-        raise ValueError(f"optimizer_policy={optimizer_policy!r} is not known; choose one of {POLICIES}")
     if decay_to not in DECAY_TARGETS:
         raise ValueError(f"decay_to={decay_to!r} is not known; choose one of {DECAY_TARGETS}")
-    device = resolve_device(cfg.device)
-    data = load_data(cfg, device) if data is None else data
-    model = build_model(cfg, data, device)
-    ckpt = _checked_checkpoint(cfg, checkpoint, model)
-    t = int(ckpt["step"])
+    data, model, ckpt, t = _restore(cfg, checkpoint, optimizer_policy, data)
     last = cfg.steps if last_step is None else int(last_step)
     if last < t:
         raise ValueError(f"last_step={last} is before the checkpoint's step {t}")
@@ -204,13 +207,7 @@ def continue_small_lr(
     """
     if not (isinstance(factor, (int, float)) and np.isfinite(factor) and factor > 0):
         raise ValueError(f"factor={factor!r} must be a finite number > 0")
-    if optimizer_policy not in POLICIES:
-        raise ValueError(f"optimizer_policy={optimizer_policy!r} is not known; choose one of {POLICIES}")
-    device = resolve_device(cfg.device)
-    data = load_data(cfg, device) if data is None else data
-    model = build_model(cfg, data, device)
-    ckpt = _checked_checkpoint(cfg, checkpoint, model)
-    t = int(ckpt["step"])
+    data, model, ckpt, t = _restore(cfg, checkpoint, optimizer_policy, data)
     wanted = [s for s in (eval_steps or ()) if t <= s <= cfg.steps]
     history = train(model, data, cfg.train.replace(lr=cfg.train.lr * float(factor)), start_step=t,
                     snapshot_steps=sorted({t, *wanted, cfg.steps}),

@@ -17,7 +17,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -25,13 +24,13 @@ import xarray as xr
 
 from conelib import data as data_mod
 from conelib.config import ParameterError, param
-from conelib.experiments.common import RunConfig, device_name, preflight, profile_runs, setup
+from conelib.experiments.common import Experiment, ProbeConfig, setup
 from conelib.kernels import KernelTrajectory
 from conelib.trajectory import distances_dataset
-from conelib.ntk import KINDS, METHODS, ntk_fn
-from conelib.results import load_or_compute, result_path, save_result
+from conelib.ntk import ntk_fn
+from conelib.results import result_path, save_result
 from conelib.models.scaling import loss_scale
-from conelib.train import EVAL_TRAIN_MAX, train
+from conelib.train import train
 
 EXPERIMENT = "kernel_dynamics"
 
@@ -41,8 +40,9 @@ def _positive(v: int) -> bool:
 
 
 @dataclass(frozen=True, init=False)
-class KernelDynamicsConfig(RunConfig):
-    """A :class:`~conelib.experiments.common.RunConfig` plus the kernel snapshots.
+class KernelDynamicsConfig(ProbeConfig):
+    """A :class:`~conelib.experiments.common.ProbeConfig` (a run with an eNTK probe set) plus the
+    kernel snapshots.
 
     Snapshots are taken every ``snapshot_every`` steps (and at 0 and ``steps``); every ``dt`` must
     be a multiple of ``snapshot_every`` and every ``tau`` a snapshot step.
@@ -56,21 +56,10 @@ class KernelDynamicsConfig(RunConfig):
                                  "snapshot_every)", unique=True)
     taus: tuple[int, ...] = param((200, 400, 600, 800), "reference steps tau of S(t, tau) (snapshot steps)",
                                   unique=True)
-    probe_size: int = param(128, "number of probe examples n on which the eNTK is computed (class-balanced)",
-                            check=lambda v: v >= 2, allowed="an integer >= 2")
-    kernel_kind: str = param("trace", "eNTK kind: trace (over the logits), full or logit_sum", choices=KINDS)
-    train_eval_size: int = param(EVAL_TRAIN_MAX, "train loss and accuracy are measured on a fixed class-balanced subset "
-                                 "of this many training images", check=lambda v: v >= 1, allowed="an integer >= 1")
-    ntk_method: str = param("auto", "how the eNTK is computed", choices=METHODS, runtime=True)
     keep_kernels: bool = param(False, "also store the kernels themselves (a separate, large file)", runtime=True)
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        n = self.train_split_size()
-        if self.probe_size > n:
-            what = "n_train" if self.n_train is not None else f"the training split of {self.dataset!r}"
-            raise ParameterError("probe_size", f"parameter 'probe_size' ({self.probe_size}) is larger than {what} "
-                                 f"({n} images)")
         if self.steps % self.snapshot_every or self.steps < 2 * self.snapshot_every:
             raise ParameterError("steps", f"parameter 'steps' ({self.steps}) must be a multiple of snapshot_every "
                                  f"({self.snapshot_every}) with at least two snapshots after step 0")
@@ -90,46 +79,18 @@ class KernelDynamicsConfig(RunConfig):
         return list(range(0, self.steps + 1, self.snapshot_every))
 
 
-def kernel_dynamics_config(profile: str = "mnist", **overrides: Any) -> KernelDynamicsConfig:
-    """The profile's kernel-dynamics parameters with the given (non-``None``) overrides (its first
-    model and seed when it lists several; :func:`kernel_dynamics_configs` gives all)."""
-    return KernelDynamicsConfig.from_profile(profile, EXPERIMENT, **overrides)
+def _compute(cfg: KernelDynamicsConfig, progress: bool, results_root: str | Path | None) -> xr.Dataset:
+    ds, kernels = _run(cfg, progress=progress)
+    if cfg.keep_kernels:
+        save_result(kernels, kernels_path(cfg, results_root))
+    return ds
 
 
-def kernel_dynamics_configs(profile: str = "mnist", **overrides: Any) -> list[KernelDynamicsConfig]:
-    """Every run of the profile's kernel-dynamics section: one per model and seed it lists."""
-    return profile_runs(KernelDynamicsConfig, profile, EXPERIMENT, **overrides)
-
-
-def kernel_dynamics(
-    config: KernelDynamicsConfig | None = None,
-    *,
-    results_root: str | Path | None = None,
-    recompute: bool = False,
-    progress: bool = True,
-    **overrides: Any,
-) -> xr.Dataset:
-    """Run (or load, if stored) the kernel-dynamics experiment and return its Dataset.
-
-    Args:
-        config: the configuration; ``None`` → the defaults. Keyword ``overrides`` replace fields.
-        results_root: folder of stored results (default ``$CONELIB_RESULTS`` or ``./results``).
-        recompute: run even when a result for this configuration is stored.
-        progress: show a text progress bar.
-    """
-    cfg = config or KernelDynamicsConfig()
-    if overrides:
-        cfg = cfg.replace(**{k: v for k, v in overrides.items() if v is not None})
-
-    def compute() -> xr.Dataset:
-        ds, kernels = _run(cfg, progress=progress)
-        if cfg.keep_kernels:
-            save_result(kernels, kernels_path(cfg, results_root))
-        return ds
-
-    return load_or_compute(EXPERIMENT, cfg.identity(), compute, root=results_root, recompute=recompute,
-                           device=lambda: device_name(cfg.device), precheck=lambda: preflight(cfg),
-                           full=cfg.full())
+#: the kernel-dynamics experiment (:class:`~conelib.experiments.common.Experiment`): ``kernel_dynamics(config, **overrides)``
+kernel_dynamics: Experiment[KernelDynamicsConfig] = Experiment(
+    EXPERIMENT, KernelDynamicsConfig, lambda cfg, progress, root: _compute(cfg, progress, root))
+kernel_dynamics_config, kernel_dynamics_configs = kernel_dynamics.config, kernel_dynamics.configs
+config_of = kernel_dynamics.config_of
 
 
 def kernels_path(cfg: KernelDynamicsConfig, results_root: str | Path | None = None) -> Path:
@@ -190,8 +151,3 @@ def _run(cfg: KernelDynamicsConfig, *, progress: bool) -> tuple[xr.Dataset, xr.D
         kernels = xr.Dataset({"kernel": (dims, np.stack(kept), {"long_name": f"eNTK ({cfg.kernel_kind})"})},
                              coords={"step": steps}, attrs={"config_hash_of": EXPERIMENT})
     return ds, kernels
-
-
-def config_of(ds: xr.Dataset) -> KernelDynamicsConfig:
-    """The configuration a stored result records (:meth:`conelib.config.Config.from_result`)."""
-    return KernelDynamicsConfig.from_result(ds)

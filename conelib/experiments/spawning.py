@@ -74,7 +74,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -86,14 +85,12 @@ from tqdm import tqdm
 from conelib import data as data_mod
 from conelib.atomic import TMP_MARK, sweep_stale
 from conelib.config import ParameterError, param
-from conelib.experiments.common import (RunConfig, build_model, device_name, load_data, preflight, profile_runs,
-                                        resolve_device)
+from conelib.experiments.common import Experiment, ProbeConfig, metric_variables, SeedsConfig, build_model, load_data, resolve_device
 from conelib.kernels import kernel_distance
 from conelib.models import default_norm
 from conelib.models.scaling import loss_scale
-from conelib.ntk import KINDS, METHODS, ntk_fn
-from conelib.results import load_or_compute
-from conelib.train import EVAL_TRAIN_MAX, TrainConfig, eval_subset, load_checkpoint, train
+from conelib.ntk import ntk_fn
+from conelib.train import TrainConfig, eval_subset, load_checkpoint, train
 
 EXPERIMENT = "spawning"
 
@@ -118,21 +115,16 @@ def _nonempty_steps(v: tuple[int, ...]) -> bool:
 
 
 @dataclass(frozen=True, init=False)
-class SpawningConfig(RunConfig):
-    """A :class:`~conelib.experiments.common.RunConfig` plus the spawning grid (see the module docstring).
+class SpawningConfig(SeedsConfig, ProbeConfig):
+    """A run over several seeds (:class:`~conelib.experiments.common.SeedsConfig`) with an eNTK probe
+    set (:class:`~conelib.experiments.common.ProbeConfig`: the kernel-dynamics probe set of the same
+    seed) plus the spawning grid (see the module docstring).
 
     Attributes:
         spawn_steps: the steps :math:`t` at which children are spawned, integers in ``[0, steps)``
             (stored sorted, without duplicates).
-        seeds: the parents' seeds (initialisation, data split, probe set and the parent's data
-            order); empty means ``(seed,)``. Stored sorted; ``seed`` is set to ``seeds[0]``.
         children: children per spawn step (every pair of them gets a barrier).
         barrier_points: points of the straight line between two children, both ends included.
-        probe_size, kernel_kind: the eNTK of Figure 1 (the kernel-dynamics experiment's probe set
-            for the same seed).
-        train_eval_size: the train loss is measured on a fixed class-balanced subset of this many
-            training images.
-        ntk_method: how the eNTK is computed (runtime).
     """
 
     LABEL = "the spawning experiment (SpawningConfig)"
@@ -143,27 +135,13 @@ class SpawningConfig(RunConfig):
     spawn_steps: tuple[int, ...] = param((0, 100, 250, 500, 1000, 2000, 4000, 8000),
                                          "steps t at which two children are spawned from the parent (each < steps)",
                                          unique=True, check=_nonempty_steps, allowed="a non-empty list of integers >= 0")
-    seeds: tuple[int, ...] = param((), "parents' seeds (intervals over seeds); empty: just seed", unique=True,
-                                   check=lambda v: all(s >= 0 for s in v), allowed="a list of integers >= 0")
     children: int = param(2, "children spawned at each spawn step, each with its own data order (every pair gets "
                           "a barrier)", check=lambda v: v >= 2, allowed="an integer >= 2")
     barrier_points: int = param(11, "points of the straight line between two children, both ends included",
                                 check=lambda v: v >= 11, allowed="an integer >= 11")
-    probe_size: int = param(128, "number of probe examples n on which the eNTK is computed (class-balanced; the "
-                            "kernel-dynamics probe set of the same seed)", check=lambda v: v >= 2,
-                            allowed="an integer >= 2")
-    kernel_kind: str = param("trace", "eNTK kind: trace (over the logits), full or logit_sum", choices=KINDS)
-    train_eval_size: int = param(EVAL_TRAIN_MAX, "train loss and accuracy are measured on a fixed class-balanced subset of "
-                                 "this many training images", check=lambda v: v >= 1, allowed="an integer >= 1")
-    ntk_method: str = param("auto", "how the eNTK is computed", choices=METHODS, runtime=True)
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        n = self.train_split_size()
-        if self.probe_size > n:
-            what = "n_train" if self.n_train is not None else f"the training split of {self.dataset!r}"
-            raise ParameterError("probe_size", f"parameter 'probe_size' ({self.probe_size}) is larger than {what} "
-                                 f"({n} images)")
         T = int(self.steps)
         bad = [s for s in self.spawn_steps if not 0 <= s < T]
         if bad:
@@ -174,10 +152,6 @@ class SpawningConfig(RunConfig):
             raise ParameterError("norm", f"parameter 'norm': the spawning experiment interpolates weights, and "
                                  f"{self.model} with BatchNorm would mix running statistics of neither child; use "
                                  "norm='layernorm' or 'none'")
-        seeds = self.seeds or (int(self.seed),)
-        object.__setattr__(self, "seeds", seeds)
-        if self.train.seed != seeds[0]:
-            object.__setattr__(self, "train", self.train.replace(seed=seeds[0]))
 
     @property
     def pairs(self) -> list[tuple[int, int]]:
@@ -194,53 +168,11 @@ class SpawningConfig(RunConfig):
         """SGD steps of the children of one seed, :math:`c \\sum_t (T - t)` (a measure of the cost)."""
         return self.children * sum(self.steps - t for t in self.spawn_steps)
 
-    def for_seed(self, seed: int) -> SpawningConfig:
-        """The same configuration with the single seed ``seed``."""
-        return self.replace(seed=int(seed), seeds=(int(seed),))
 
-
-def spawning_config(profile: str = "mnist", **overrides: Any) -> SpawningConfig:
-    """The profile's spawning parameters with the given (non-``None``) overrides (its first model
-    when it lists several; :func:`spawning_configs` gives all)."""
-    return SpawningConfig.from_profile(profile, EXPERIMENT, **overrides)
-
-
-def spawning_configs(profile: str = "mnist", **overrides: Any) -> list[SpawningConfig]:
-    """Every run of the profile's spawning section: one per model it lists."""
-    return profile_runs(SpawningConfig, profile, EXPERIMENT, **overrides)
-
-
-def spawning(
-    config: SpawningConfig | None = None,
-    *,
-    results_root: str | Path | None = None,
-    recompute: bool = False,
-    progress: bool = True,
-    **overrides: Any,
-) -> xr.Dataset:
-    """Run (or load, if stored) the spawning experiment and return its Dataset.
-
-    Args:
-        config: the configuration; ``None`` → the defaults. Keyword ``overrides`` replace fields.
-        results_root: folder of stored results (default ``$CONELIB_RESULTS`` or ``./results``).
-        recompute: run even when a result for this configuration is stored.
-        progress: show text progress bars (each parent, then one over its children).
-
-    Returns:
-        The Dataset described in the module docstring, with the provenance attributes of
-        :func:`conelib.results.load_or_compute`.
-    """
-    cfg = config or SpawningConfig()
-    if overrides:
-        cfg = cfg.replace(**{k: v for k, v in overrides.items() if v is not None})
-    return load_or_compute(EXPERIMENT, cfg.identity(), lambda: _run(cfg, progress=progress), root=results_root,
-                           recompute=recompute, device=lambda: device_name(cfg.device),
-                           precheck=lambda: preflight(cfg), full=cfg.full())
-
-
-# --------------------------------------------------------------------------------------------
-# the straight line between two networks
-# --------------------------------------------------------------------------------------------
+#: the spawning experiment (:class:`~conelib.experiments.common.Experiment`): ``spawning(config, **overrides)``
+spawning: Experiment[SpawningConfig] = Experiment(EXPERIMENT, SpawningConfig, lambda cfg, progress, _root: _run(cfg, progress=progress),
+                                     progress_bars="text progress bars (each parent, then one over its children)")
+spawning_config, spawning_configs, config_of = spawning.config, spawning.configs, spawning.config_of
 
 
 def refuse_batchnorm(model: nn.Module) -> None:
@@ -474,16 +406,10 @@ def _run(cfg: SpawningConfig, *, progress: bool) -> xr.Dataset:
                                                                  "at T (eq. 4)", "units": "1"}),
             "sibling_param_distance": (d3, sib_p, {"long_name": "parameter distance ‖θ_a − θ_b‖ between two children "
                                                                 "at T", "units": "1"}),
-            "child_test_acc": (dc, child["test_acc"], {"long_name": "test accuracy of the child at T", "units": "1"}),
-            "child_test_loss": (dc, child["test_loss"], {"long_name": "test cross-entropy of the child at T",
-                                                          "units": "nats"}),
+            **metric_variables("child_{}", dc, child, "of the child at T"),
             "child_test_loss_sd": (dc, child["test_loss_sd"],
                                    {"long_name": "standard deviation of the per-image test cross-entropy of the child",
                                     "units": "nats"}),
-            "child_train_loss": (dc, child["train_loss"], {"long_name": "train cross-entropy of the child at T "
-                                                                        "(training subset)", "units": "nats"}),
-            "child_train_acc": (dc, child["train_acc"], {"long_name": "train accuracy of the child at T (training "
-                                                                      "subset)", "units": "1"}),
             "child_parent_kernel_distance": (dc, child["parent_distance"],
                                              {"long_name": "kernel distance S between the child's and the parent's "
                                                            "eNTK at T", "units": "1"}),
@@ -492,15 +418,7 @@ def _run(cfg: SpawningConfig, *, progress: bool) -> xr.Dataset:
             "child_data_seed": (("seed", "child"), data_seeds,
                                 {"long_name": "seed of the child's data order (conelib.train.train's data_seed)",
                                  "units": "1"}),
-            "parent_test_acc": (("seed",), parent["test_acc"], {"long_name": "test accuracy of the parent at T",
-                                                                "units": "1"}),
-            "parent_test_loss": (("seed",), parent["test_loss"], {"long_name": "test cross-entropy of the parent at T",
-                                                                  "units": "nats"}),
-            "parent_train_loss": (("seed",), parent["train_loss"],
-                                  {"long_name": "train cross-entropy of the parent at T (training subset)",
-                                   "units": "nats"}),
-            "parent_train_acc": (("seed",), parent["train_acc"],
-                                 {"long_name": "train accuracy of the parent at T (training subset)", "units": "1"}),
+            **metric_variables("parent_{}", ("seed",), parent, "of the parent at T"),
             "parent_seconds": (("seed",), parent["seconds"], {"long_name": "wall time of the parent's training",
                                                               "units": "s"}),
             "parent_test_acc_at_spawn": (("spawn_step", "seed"), at_spawn["test_acc"],
@@ -546,8 +464,3 @@ def _run(cfg: SpawningConfig, *, progress: bool) -> xr.Dataset:
         },
     )
     return ds
-
-
-def config_of(ds: xr.Dataset) -> SpawningConfig:
-    """The configuration a stored result records (:meth:`conelib.config.Config.from_result`)."""
-    return SpawningConfig.from_result(ds)

@@ -117,13 +117,11 @@ from tqdm import tqdm
 
 from conelib.atomic import TMP_MARK, sweep_stale
 from conelib.config import ParameterError, param
-from conelib.experiments.common import (RunConfig, build_model, device_name, load_data, preflight, profile_runs,
-                                        resolve_device)
+from conelib.experiments.common import METRICS, Experiment, SeedsConfig, metric_variables, build_model, load_data, resolve_device
 from conelib.experiments.continuations import (CURVES, DECAY_TARGETS, EVAL_TRAIN_MAX, POLICIES, MatchRule,
                                                continue_linearized, continue_small_lr, flat_params, linearized_job,
                                                process_count, run_jobs, small_lr_job, test_correct)
 from conelib.models.scaling import loss_scale
-from conelib.results import load_or_compute
 from conelib.train import train
 
 __all__ = ["EXPERIMENT", "POLICIES", "DECAY_TARGETS", "EVAL_TRAIN_MAX", "SwitchingConfig", "switching",
@@ -141,15 +139,13 @@ def _positive_or_none(v: Any) -> bool:
 
 
 @dataclass(frozen=True, init=False)
-class SwitchingConfig(RunConfig):
-    """A :class:`~conelib.experiments.common.RunConfig` plus the switching grid and its controls.
+class SwitchingConfig(SeedsConfig):
+    """A run over several seeds (:class:`~conelib.experiments.common.SeedsConfig`) plus the switching
+    grid and its controls.
 
     Attributes:
         switch_steps: the switching steps :math:`t`, integers in ``[0, steps]``; stored sorted,
             without duplicates, with 0 and ``steps`` added when missing.
-        seeds: the seeds to run (each: initialisation, data split and data order); empty means
-            ``(seed,)``. Stored sorted without duplicates, and ``seed`` is set to ``seeds[0]``
-            (so ``seeds`` wins over ``seed`` when both are given).
         eval_every: the curves are recorded every this many steps (plus at every switching
             step, at ``steps`` and at the horizon).
         optimizer_policy: ``"carried"`` (default) or ``"reset"``: what a continuation's
@@ -172,9 +168,6 @@ class SwitchingConfig(RunConfig):
 
     switch_steps: tuple[int, ...] = param((0, 25, 50, 100, 200, 300, 500, 700, 1000),
                                           "switching steps t (0 and steps are always added)", unique=True)
-    seeds: tuple[int, ...] = param((), "seeds to run (bands and intervals over seeds); empty: just seed",
-                                   unique=True, check=lambda v: all(s >= 0 for s in v),
-                                   allowed="a list of integers >= 0")
     eval_every: int = param(50, "the curves are recorded every this many steps", check=lambda v: v >= 1,
                             allowed="an integer >= 1")
     optimizer_policy: str = param(POLICIES[0], "the SGD momentum buffers at the switch: carried over or reset",
@@ -212,10 +205,6 @@ class SwitchingConfig(RunConfig):
                                  f"switching steps strictly between 0 and steps: {list(self.switch_steps[1:-1])} "
                                  "(a profile fixes it for its own grid: set compare_from, or None, when you change "
                                  "switch_steps or steps)")
-        seeds = self.seeds or (int(self.seed),)
-        object.__setattr__(self, "seeds", seeds)
-        if self.train.seed != seeds[0]:
-            object.__setattr__(self, "train", self.train.replace(seed=seeds[0]))
 
     @property
     def horizon(self) -> int:
@@ -234,48 +223,11 @@ class SwitchingConfig(RunConfig):
         the cost; a matched-loss extension adds to it)."""
         return sum(self.steps - t for t in self.switch_steps)
 
-    def for_seed(self, seed: int) -> SwitchingConfig:
-        """The same configuration with the single seed ``seed``."""
-        return self.replace(seed=int(seed), seeds=(int(seed),))
 
-
-def switching_config(profile: str = "mnist", **overrides: Any) -> SwitchingConfig:
-    """The profile's switching parameters with the given (non-``None``) overrides (its first model
-    when it lists several; :func:`switching_configs` gives all)."""
-    return SwitchingConfig.from_profile(profile, EXPERIMENT, **overrides)
-
-
-def switching_configs(profile: str = "mnist", **overrides: Any) -> list[SwitchingConfig]:
-    """Every run of the profile's switching section: one per model it lists."""
-    return profile_runs(SwitchingConfig, profile, EXPERIMENT, **overrides)
-
-
-def switching(
-    config: SwitchingConfig | None = None,
-    *,
-    results_root: str | Path | None = None,
-    recompute: bool = False,
-    progress: bool = True,
-    **overrides: Any,
-) -> xr.Dataset:
-    """Run (or load, if stored) the switching experiment and return its Dataset.
-
-    Args:
-        config: the configuration; ``None`` → the defaults. Keyword ``overrides`` replace fields.
-        results_root: folder of stored results (default ``$CONELIB_RESULTS`` or ``./results``).
-        recompute: run even when a result for this configuration is stored.
-        progress: show text progress bars (the standard runs, then one over the continuations).
-
-    Returns:
-        The Dataset described in the module docstring, with the provenance attributes of
-        :func:`conelib.results.load_or_compute`.
-    """
-    cfg = config or SwitchingConfig()
-    if overrides:
-        cfg = cfg.replace(**{k: v for k, v in overrides.items() if v is not None})
-    return load_or_compute(EXPERIMENT, cfg.identity(), lambda: _run(cfg, progress=progress), root=results_root,
-                           recompute=recompute, device=lambda: device_name(cfg.device),
-                           precheck=lambda: preflight(cfg), full=cfg.full())
+#: the switching experiment (:class:`~conelib.experiments.common.Experiment`): ``switching(config, **overrides)``
+switching: Experiment[SwitchingConfig] = Experiment(EXPERIMENT, SwitchingConfig, lambda cfg, progress, _root: _run(cfg, progress=progress),
+                                     progress_bars="text progress bars (the standard runs, then one over the continuations)")
+switching_config, switching_configs, config_of = switching.config, switching.configs, switching.config_of
 
 
 #: attributes a result gets when it is stored (:func:`conelib.results.provenance_attrs`): not carried
@@ -343,13 +295,7 @@ def switching_by_seed(
         parts = [switching(cfg.for_seed(s), results_root=seeds_root, progress=progress) for s in cfg.seeds]
         return combine_seeds(parts)
 
-    return load_or_compute(EXPERIMENT, cfg.identity(), compute, root=results_root, recompute=recompute,
-                           device=lambda: device_name(cfg.device), precheck=lambda: preflight(cfg), full=cfg.full())
-
-
-def config_of(ds: xr.Dataset) -> SwitchingConfig:
-    """The configuration a stored result records (:meth:`conelib.config.Config.from_result`)."""
-    return SwitchingConfig.from_result(ds)
+    return switching.stored_or_computed(cfg, compute, results_root=results_root, recompute=recompute)
 
 
 # --------------------------------------------------------------------------------------------
@@ -358,6 +304,9 @@ def config_of(ds: xr.Dataset) -> SwitchingConfig:
 
 #: temporary checkpoint folders are named ``conelib-switching.tmp.<pid>.<random>`` (swept when stale)
 _TMP_PREFIX = "conelib-switching"
+
+#: the metrics stored as curves, at the matched step and for the standard run at T
+_CURVE_METRICS = ("test_acc", "test_loss", "train_loss")
 
 #: the arms of the continuations: the linearized one (the paper's) and the small-lr baseline
 _LIN, _SMALL = "linearized", "small_lr"
@@ -495,7 +444,7 @@ def _dataset(cfg: SwitchingConfig, *, switch: list[int], seeds: list[int], steps
 
     # the linearized arm at its matched step (NaN where the level was not reached)
     matched: dict[str, np.ndarray] = {}
-    for name in ("test_acc", "test_loss", "train_loss"):
+    for name in _CURVE_METRICS:
         values = np.full(matched_step.shape, np.nan)
         for (i, k), s in np.ndenumerate(matched_step):
             if np.isfinite(s):
@@ -503,48 +452,23 @@ def _dataset(cfg: SwitchingConfig, *, switch: list[int], seeds: list[int], steps
         matched[name] = values
 
     v: dict[str, Any] = {
-        "final_test_acc": (d2, lin["test_acc"][:, :, t_idx], {"long_name": f"test accuracy of {run}", "units": "1"}),
-        "final_test_loss": (d2, lin["test_loss"][:, :, t_idx],
-                            {"long_name": f"test cross-entropy of {run}", "units": "nats"}),
-        "final_train_loss": (d2, lin["train_loss"][:, :, t_idx],
-                             {"long_name": f"train cross-entropy of {run}", "units": "nats"}),
-        "final_train_acc": (d2, lin["train_acc"][:, :, t_idx], {"long_name": f"train accuracy of {run}", "units": "1"}),
+        **metric_variables("final_{}", d2, {k: lin[k][:, :, t_idx] for k in METRICS}, f"of {run}"),
         "final_test_correct": (di, correct[_LIN], {**flags, "long_name": f"per-image test correctness of {run}"}),
-        "test_acc_curve": (d3, lin["test_acc"], {"long_name": "test accuracy of the continuation switched at t "
-                                                              "(NaN before t and after it stopped)", "units": "1"}),
-        "test_loss_curve": (d3, lin["test_loss"], {"long_name": "test cross-entropy of the continuation switched at t "
-                                                                "(NaN before t and after it stopped)", "units": "nats"}),
-        "train_loss_curve": (d3, lin["train_loss"],
-                             {"long_name": "train cross-entropy of the continuation switched at t (NaN before t and "
-                                           "after it stopped)", "units": "nats"}),
+        **metric_variables("{}_curve", d3, lin, "of the continuation switched at t (NaN before t and after it stopped)",
+                           _CURVE_METRICS),
         "matched_step": (d2, matched_step, {"long_name": "first curve step at which the continuation's train loss is "
                                                          "at or below the standard run's at T (NaN: not reached)",
                                             "units": "steps"}),
-        "matched_test_acc": (d2, matched["test_acc"], {"long_name": "test accuracy at matched_step", "units": "1"}),
-        "matched_test_loss": (d2, matched["test_loss"],
-                              {"long_name": "test cross-entropy at matched_step", "units": "nats"}),
-        "matched_train_loss": (d2, matched["train_loss"],
-                               {"long_name": "train cross-entropy at matched_step", "units": "nats"}),
+        **metric_variables("matched_{}", d2, matched, "at matched_step", _CURVE_METRICS),
         "matched_test_correct": (di, matched_correct, {**flags, "long_name": "per-image test correctness at "
                                                                              "matched_step"}),
         "last_step": (d2, last_step, {"long_name": "the last step the linearized continuation trained to",
                                       "units": "steps"}),
-        "standard_test_acc": (("seed", "step"), std["test_acc"],
-                              {"long_name": "test accuracy of the standard run", "units": "1"}),
-        "standard_test_loss": (("seed", "step"), std["test_loss"],
-                               {"long_name": "test cross-entropy of the standard run", "units": "nats"}),
-        "standard_train_loss": (("seed", "step"), std["train_loss"],
-                                {"long_name": "train cross-entropy of the standard run", "units": "nats"}),
-        "standard_train_acc": (("seed", "step"), std["train_acc"],
-                               {"long_name": "train accuracy of the standard run", "units": "1"}),
+        **metric_variables("standard_{}", ("seed", "step"), std, "of the standard run"),
         "standard_test_correct": (("seed", "step", "image"), std_correct,
                                   {**flags, "long_name": "per-image test correctness of the standard run"}),
-        "standard_final_test_acc": (("seed",), std["test_acc"][:, t_idx],
-                                    {"long_name": "test accuracy of the standard run at T", "units": "1"}),
-        "standard_final_test_loss": (("seed",), std["test_loss"][:, t_idx],
-                                     {"long_name": "test cross-entropy of the standard run at T", "units": "nats"}),
-        "standard_final_train_loss": (("seed",), std["train_loss"][:, t_idx],
-                                      {"long_name": "train cross-entropy of the standard run at T", "units": "nats"}),
+        **metric_variables("standard_final_{}", ("seed",), {k: std[k][:, t_idx] for k in METRICS},
+                           "of the standard run at T", _CURVE_METRICS),
         "lin_displacement": (d2, disp[_LIN], {"long_name": "parameter distance ‖θ(T) − θ(t)‖ under linearized "
                                                            "training", "units": "1"}),
         "std_displacement": (d2, std_disp, {"long_name": "parameter distance ‖θ(T) − θ(t)‖ under standard training",
@@ -558,21 +482,10 @@ def _dataset(cfg: SwitchingConfig, *, switch: list[int], seeds: list[int], steps
     if _SMALL in cont:
         small, what = cont[_SMALL], f"the small-lr continuation (lr x {cfg.small_lr_factor:g} from t)"
         v.update({
-            "small_lr_final_test_acc": (d2, small["test_acc"][:, :, t_idx],
-                                        {"long_name": f"test accuracy at T of {what}", "units": "1"}),
-            "small_lr_final_test_loss": (d2, small["test_loss"][:, :, t_idx],
-                                         {"long_name": f"test cross-entropy at T of {what}", "units": "nats"}),
-            "small_lr_final_train_loss": (d2, small["train_loss"][:, :, t_idx],
-                                          {"long_name": f"train cross-entropy at T of {what}", "units": "nats"}),
-            "small_lr_final_train_acc": (d2, small["train_acc"][:, :, t_idx],
-                                         {"long_name": f"train accuracy at T of {what}", "units": "1"}),
+            **metric_variables("small_lr_final_{}", d2, {k: small[k][:, :, t_idx] for k in METRICS}, f"at T of {what}"),
             "small_lr_test_correct": (di, correct[_SMALL], {**flags, "long_name": f"per-image test correctness at T "
                                                                                    f"of {what}"}),
-            "small_lr_test_acc_curve": (d3, small["test_acc"], {"long_name": f"test accuracy of {what}", "units": "1"}),
-            "small_lr_test_loss_curve": (d3, small["test_loss"],
-                                         {"long_name": f"test cross-entropy of {what}", "units": "nats"}),
-            "small_lr_train_loss_curve": (d3, small["train_loss"],
-                                          {"long_name": f"train cross-entropy of {what}", "units": "nats"}),
+            **metric_variables("small_lr_{}_curve", d3, small, f"of {what}", _CURVE_METRICS),
             "small_lr_displacement": (d2, disp[_SMALL], {"long_name": f"parameter distance ‖θ(T) − θ(t)‖ of {what}",
                                                          "units": "1"}),
             "small_lr_diverged_step": (d2, diverged[_SMALL], {"long_name": f"step at which {what} diverged (NaN: it "

@@ -1,6 +1,6 @@
-"""Measures of the two phases and of the cone (version 3 by default; versions 1 and 2 kept for comparison)."""
+"""Measures of the two phases and of the cone (version 3 by default; version 2 kept for comparison)."""
 
-from conelib.measures import v1, v2, v3
+from conelib.measures import v2, v3
 from conelib.measures.bootstrap import assess
 from conelib.measures.v3 import (
     SENSITIVITY,
@@ -12,4 +12,4 @@ from conelib.measures.v3 import (
     verdict,
 )
 
-__all__ = ["assess", "SENSITIVITY", "THRESHOLDS", "VERDICTS", "Verdict", "check_thresholds", "measure", "verdict", "v1", "v2", "v3"]
+__all__ = ["assess", "SENSITIVITY", "THRESHOLDS", "VERDICTS", "Verdict", "check_thresholds", "measure", "verdict", "v2", "v3"]

@@ -24,7 +24,7 @@ snapshots; :math:`F` its median over the second half of the run (the Phase II fl
 the first snapshot :math:`t^*` from which the excess over the floor stays below a fraction
 ``fraction`` of its peak, :math:`a(t) - F \\le \\rho (P - F)`, for at least ``hold`` of the run (or to
 its end); and Phase II, :math:`[t^*, T]`, must span at least ``min_phase_two`` of the run. (The first
-version of this rule, :mod:`conelib.measures_v1`, asked the velocity at the *smallest* gap to fall
+version of this rule, version 1 (in the project's history before version 3), asked the velocity at the *smallest* gap to fall
 below 10% of its peak for good: at the paper's scale its floor is jitter that does not shrink with
 the gap, and the rule failed where the picture is plain.)
 
@@ -79,7 +79,6 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from conelib.measures.v1 import cone_width
 from conelib.trajectory import distances_dataset, trajectory_dataset
 
 __all__ = [
@@ -302,7 +301,18 @@ def late_growth_share(ds: xr.Dataset, ref_step: int) -> float:
     """:math:`(\\hat g(T) - \\hat g(m)) / \\hat g(T)` for :math:`g(t) = S(\\theta_t, \\theta_\\tau)`, with
     :math:`\\hat g` the least-squares line through the second half of :math:`[\\tau, T]` and :math:`m` its
     midpoint; for :math:`S \\propto (t-\\tau)^p` this is close to :math:`1 - 2^{-p}` (see :func:`share_exponent`)."""
-    return cone_width(ds, ref_step).late_growth_share
+    g = ds["pairwise_distance"].sel(other_step=ref_step)
+    keep = g["step"].values >= ref_step
+    steps, vals = g["step"].values[keep].astype(float), g.values[keep].astype(float)
+    if steps.size < 3:
+        raise ValueError(f"ref_step={ref_step} leaves fewer than 3 snapshots after it")
+    mid = ref_step + (steps[-1] - ref_step) / 2
+    half = steps >= mid
+    if half.sum() < 2:  # too few snapshots for a line: the two end points
+        half = steps >= steps[-2]
+    slope, intercept = np.polyfit(steps[half], vals[half], deg=1)
+    final, g_mid = float(slope * steps[-1] + intercept), float(slope * mid + intercept)
+    return (final - g_mid) / final if final > 0 else 0.0
 
 
 def share_exponent(share: float) -> float:

@@ -85,7 +85,29 @@ import xarray as xr
 
 from conelib.measures.centroids import Centroids, centroids
 
+#: a measure that is not defined for a run
+NAN = float("nan")
+
+#: how the measures are shown in the book's tables and tooltips: name -> (label, format spec; the
+#: same spec reads in Python's ``format`` and in d3, for the charts)
+MEASURE_FORMATS: dict[str, tuple[str, str]] = {
+    "phase_one_end": ("end of Phase I t* (steps)", ",.0f"),
+    "total_movement": ("total movement M = D(0, T) (chord)", ".3f"),
+    "laziness": ("laziness λ (Phase II / Phase I)", ".3f"),
+    "jitter_ratio": ("jitter radius / Phase I movement", ".3f"),
+    "drift_ratio": ("Phase II drift / jitter radius", ".2f"),
+    "growth_exponent": ("growth exponent γ (0 plateau, ½ random walk, 1 steady)", ".2f"),
+    "drift_decay": ("drift decay α (> 1: converging)", ".2f"),
+    "loss_correlation": ("velocity vs train loss: correlation r", ".3f"),
+    "loss_exponent": ("velocity vs train loss: exponent κ", ".2f"),
+    "loss_at_phase_one_end": ("train loss at t*", ".3f"),
+    "floor_exponent": ("floor exponent β (single kernels)", ".2f"),
+    "verdict_agreement": ("verdict: share of bootstrap draws", ".2f"),
+    "threshold_agreement": ("verdict: share of threshold settings", ".2f"),
+}
+
 __all__ = [
+    "MEASURE_FORMATS",
     "VERDICTS",
     "THRESHOLDS",
     "SENSITIVITY",
@@ -409,25 +431,30 @@ class Verdict:
     """
 
     verdict: str
+    # Phase I: where it ends and how far the denoised velocity falls
     phase_one_end: int | None = None
-    drop: float = float("nan")
-    peak: float = float("nan")
-    floor: float = float("nan")
-    total_movement: float = float("nan")
-    phase_one_movement: float = float("nan")
-    phase_two_movement: float = float("nan")
-    laziness: float = float("nan")
-    jitter_radius: float = float("nan")
-    jitter_ratio: float = float("nan")
-    jitter_trend: float = float("nan")
-    drift_ratio: float = float("nan")
-    growth_exponent: float = float("nan")
-    drift_decay: float = float("nan")
+    drop: float = NAN
+    peak: float = NAN
+    floor: float = NAN
+    # how far the mean kernel moves: in all, in Phase I, in Phase II (and their ratio)
+    total_movement: float = NAN
+    phase_one_movement: float = NAN
+    phase_two_movement: float = NAN
+    laziness: float = NAN
+    # the noise ball around the mean kernel
+    jitter_radius: float = NAN
+    jitter_ratio: float = NAN
+    jitter_trend: float = NAN
+    # the Phase II drift of the mean kernel: size, growth with the lag, decay in time
+    drift_ratio: float = NAN
+    growth_exponent: float = NAN
+    drift_decay: float = NAN
     stationarity: str = "undefined"
-    loss_exponent: float = float("nan")
-    loss_correlation: float = float("nan")
-    loss_at_phase_one_end: float = float("nan")
-    floor_exponent: float = float("nan")
+    # the loss clock, and version 2's floor exponent for comparison
+    loss_exponent: float = NAN
+    loss_correlation: float = NAN
+    loss_at_phase_one_end: float = NAN
+    floor_exponent: float = NAN
 
     def asdict(self) -> dict[str, Any]:
         return asdict(self)

@@ -25,23 +25,13 @@ from conelib.analysis.kernel_dynamics import (
 )
 from conelib.analysis.text import Facts, describe_range, format_interval
 from conelib.measures import THRESHOLDS
+from conelib.measures.v3 import MEASURE_FORMATS
 
 __all__ = ["KernelDynamicsReport", "kernel_dynamics_report", "claim", "MEASURE_LABELS"]
 
-#: the measures of the chapter's table: name -> (label, format)
-MEASURE_LABELS: dict[str, tuple[str, str]] = {
-    "phase_one_end": ("end of Phase I t* (steps)", "{:,.0f}"),
-    "total_movement": ("total movement M = D(0, T) (chord)", "{:.3f}"),
-    "laziness": ("laziness λ (Phase II / Phase I)", "{:.3f}"),
-    "jitter_ratio": ("jitter radius / Phase I movement", "{:.3f}"),
-    "drift_ratio": ("Phase II drift / jitter radius", "{:.2f}"),
-    "growth_exponent": ("growth exponent γ (0 plateau, ½ random walk, 1 steady)", "{:.2f}"),
-    "drift_decay": ("drift decay α (> 1: converging)", "{:.2f}"),
-    "loss_correlation": ("velocity vs train loss: correlation r", "{:.3f}"),
-    "loss_exponent": ("velocity vs train loss: exponent κ", "{:.2f}"),
-    "loss_at_phase_one_end": ("train loss at t*", "{:.3f}"),
-    "floor_exponent": ("floor exponent β (single kernels)", "{:.2f}"),
-}
+#: the measures of the chapter's table: name -> (label, format) (:data:`conelib.measures.v3.MEASURE_FORMATS`)
+MEASURE_LABELS: dict[str, tuple[str, str]] = {name: (label, "{:" + spec + "}") for name, (label, spec)
+                                              in MEASURE_FORMATS.items() if not name.endswith("_agreement")}
 
 
 def claim(flags: Sequence[bool], all_: str, none: str, some: str) -> str:

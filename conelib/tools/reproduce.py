@@ -52,7 +52,7 @@ import os
 import tempfile
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -257,6 +257,45 @@ def _cheapest(runs: list[PlannedRun]) -> list[PlannedRun]:
     return [min(known, key=lambda r: r.cost) if known else runs[0]]
 
 
+#: per experiment stored over several seeds: the wall-time variables whose sums over one seed make
+#: its cost (the first is required)
+SEED_COSTS: dict[str, tuple[str, ...]] = {
+    "switching": ("standard_seconds", "continuation_seconds", "small_lr_seconds"),
+    "spawning": ("parent_seconds", "child_seconds", "barrier_seconds"),
+}
+
+
+def _seed_cost(ds: xr.Dataset, k: int, names: Sequence[str]) -> float:
+    """Wall time of seed number ``k`` of a stored multi-seed result: the sum of ``names`` over it."""
+    if names[0] not in ds:
+        return float("nan")
+    return float(sum(np.nansum(ds[n].isel(seed=k).values) for n in names if n in ds))
+
+
+def _stored_runs(experiment: str, configs: Sequence[Any], missing: list[str], quick: bool) -> list[PlannedRun]:
+    """The runs to recompute for the profile's ``configs`` of one experiment: one per stored run
+    (one per seed of a multi-seed result, each on one process), with its stored cost; the cheapest
+    only with ``quick``. Configurations with no stored result are added to ``missing``."""
+    found = []
+    for cfg in configs:
+        seeded = experiment in SEED_COSTS
+        path = result_path(experiment, cfg.identity())
+        if not path.exists():
+            missing.append(f"{experiment} {cfg.model}" + ("" if seeded else f" seed {cfg.seed}"))
+            continue
+        old = load_result(path)
+        if not seeded:
+            found.append(PlannedRun(experiment, cfg, [experiment], f"{cfg.model} seed {cfg.seed}", _wall(old)))
+            continue
+        for k, seed in enumerate(old["seed"].values.tolist()):
+            one = cfg.for_seed(int(seed))
+            if "processes" in one.parameters():
+                one = one.replace(processes=1)
+            found.append(PlannedRun(experiment, one, [experiment], f"{cfg.model} seed {int(seed)}",
+                                    _seed_cost(old, k, SEED_COSTS[experiment])))
+    return _cheapest(found) if quick else found
+
+
 def has_section(profile: str, experiment: str) -> bool:
     """Whether ``profile`` has a section for ``experiment``."""
     data = load_file(profile_path(profile)) or {}
@@ -287,30 +326,9 @@ def plan(profile: str = "mnist", only: Sequence[str] | None = None, *, quick: bo
     runs: list[PlannedRun] = []
     missing: list[str] = []
     if "kernel_dynamics" in only:
-        found = []
-        for cfg in kernel_dynamics_configs(profile):
-            path = result_path("kernel_dynamics", cfg.identity())
-            if not path.exists():
-                missing.append(f"kernel_dynamics {cfg.model} seed {cfg.seed}")
-                continue
-            found.append(PlannedRun("kernel_dynamics", cfg, ["kernel_dynamics"], f"{cfg.model} seed {cfg.seed}",
-                                    _wall(load_result(path))))
-        runs += _cheapest(found) if quick else found
+        runs += _stored_runs("kernel_dynamics", kernel_dynamics_configs(profile), missing, quick)
     if "switching" in only:
-        found = []
-        for cfg in switching_configs(profile):
-            path = result_path("switching", cfg.identity())
-            if not path.exists():
-                missing.append(f"switching {cfg.model}")
-                continue
-            old = load_result(path)
-            for k, seed in enumerate(old["seed"].values.tolist()):
-                cost = float(old["standard_seconds"].values[k]) + float(np.nansum(old["continuation_seconds"].values[:, k])) \
-                    + (float(np.nansum(old["small_lr_seconds"].values[:, k])) if "small_lr_seconds" in old else 0.0) \
-                    if "standard_seconds" in old and "continuation_seconds" in old else float("nan")
-                found.append(PlannedRun("switching", cfg.for_seed(int(seed)).replace(processes=1), ["switching"],
-                                        f"{cfg.model} seed {int(seed)}", cost))
-        runs += _cheapest(found) if quick else found
+        runs += _stored_runs("switching", switching_configs(profile), missing, quick)
     if "atlas" in only:
         grid = _atlas_grid(atlas_grid)
         path = summary_path(grid, default_results_root())
@@ -324,22 +342,7 @@ def plan(profile: str = "mnist", only: Sequence[str] | None = None, *, quick: bo
                      for p in expand_grid(grid)]
             runs += _cheapest(found) if quick else found
     if "spawning" in only:
-        found = []
-        for cfg in spawning_configs(profile):
-            path = result_path("spawning", cfg.identity())
-            if not path.exists():
-                missing.append(f"spawning {cfg.model}")
-                continue
-            old = load_result(path)
-            for k, seed in enumerate(old["seed"].values.tolist()):
-                try:
-                    cost = (float(old["parent_seconds"].values[k]) + float(np.nansum(old["child_seconds"].values[:, k]))
-                            + float(np.nansum(old["barrier_seconds"].values[:, k])))
-                except KeyError:
-                    cost = float("nan")
-                found.append(PlannedRun("spawning", cfg.for_seed(int(seed)), ["spawning"], f"{cfg.model} seed {int(seed)}",
-                                        cost))
-        runs += _cheapest(found) if quick else found
+        runs += _stored_runs("spawning", spawning_configs(profile), missing, quick)
     return _merge(runs), missing
 
 
@@ -462,27 +465,28 @@ def _kernel_dynamics(report: ReproduceReport, profile: str, scratch: Path, runs:
                             "recomputed": b, "tolerance": tol, "passed": bool(abs(a - b) <= tol + 1e-12)})
 
 
-def _fresh_seeds(experiment: str, cfg: Any, old: xr.Dataset, scratch: Path, planned: set[str]) -> dict[int, xr.Dataset]:
-    """The recomputed one-seed runs of a stored multi-seed result (switching, spawning), by seed:
-    those planned and found in ``scratch``."""
-    new = {}
-    for s in old["seed"].values.tolist():
-        one = cfg.for_seed(int(s))
-        if _hash(one) in planned:
-            ds = _fresh(experiment, one, scratch)
-            if ds is not None:
-                new[int(s)] = ds
-    return new
-
-
-def _switching(report: ReproduceReport, profile: str, scratch: Path, runs: list[PlannedRun]) -> None:
-    planned = {r.hash for r in runs if "switching" in r.figures}
-    for cfg in switching_configs(profile):
-        path = result_path("switching", cfg.identity())
+def _stored_and_fresh(experiment: str, configs: Sequence[Any], scratch: Path, runs: list[PlannedRun]
+                      ) -> Iterator[tuple[Any, xr.Dataset, dict[int, xr.Dataset]]]:
+    """For each of ``configs`` with a stored multi-seed result (switching, spawning): the
+    configuration, the stored result and its recomputed one-seed runs by seed (those planned and
+    found in ``scratch``)."""
+    planned = {r.hash for r in runs if experiment in r.figures}
+    for cfg in configs:
+        path = result_path(experiment, cfg.identity())
         if not path.exists():
             continue
         old = load_result(path)
-        new = _fresh_seeds("switching", cfg, old, scratch, planned)
+        new = {}
+        for s in old["seed"].values.tolist():
+            one = cfg.for_seed(int(s))
+            ds = _fresh(experiment, one, scratch) if _hash(one) in planned else None
+            if ds is not None:
+                new[int(s)] = ds
+        yield cfg, old, new
+
+
+def _switching(report: ReproduceReport, profile: str, scratch: Path, runs: list[PlannedRun]) -> None:
+    for cfg, old, new in _stored_and_fresh("switching", switching_configs(profile), scratch, runs):
         n_test = int(old.attrs.get("n_test", 10000))
         arms = [v for v in ("final_test_acc", "small_lr_final_test_acc") if v in old]  # the baseline, when stored
         for t in old["switch_step"].values:
@@ -527,13 +531,7 @@ def _atlas(report: ReproduceReport, scratch: Path, runs: list[PlannedRun], atlas
 def _spawning(report: ReproduceReport, profile: str, scratch: Path, runs: list[PlannedRun]) -> None:
     """Spawning (linear mode connectivity): per model, spawn step and seed, the error barrier, the
     loss barrier and the children's mean test accuracy (see the module docstring)."""
-    planned = {r.hash for r in runs if "spawning" in r.figures}
-    for cfg in spawning_configs(profile):
-        path = result_path("spawning", cfg.identity())
-        if not path.exists():
-            continue
-        old = load_result(path)
-        new = _fresh_seeds("spawning", cfg, old, scratch, planned)
+    for cfg, old, new in _stored_and_fresh("spawning", spawning_configs(profile), scratch, runs):
         n_test = int(old.attrs.get("n_test", 10000))
         for t in old["spawn_step"].values:
             for s in old["seed"].values:
