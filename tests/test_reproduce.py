@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
 import yaml
 
@@ -106,6 +107,25 @@ def test_a_missing_stored_result_is_named_and_fails(tiny_profile, tmp_path):
 # ------------------------------------------------------------------------------------------
 
 
+#: the experiments the tiny profile below stores (the controls sweep is the repository's: see below)
+FIGURES = ["kernel_dynamics", "switching", "atlas"]
+
+
+def test_the_controls_sweep_is_planned_from_its_committed_summary():
+    """The controls grid (sweeps/controls.yaml) is reproduced like the atlas: one kernel-dynamics
+    run per grid point, its cost read from the committed summary."""
+    from conelib.sweep import expand_grid, load_grid
+    from conelib.paths import sweeps_dir
+
+    runs, missing = plan("mnist", ["controls"])
+    points = expand_grid(load_grid(sweeps_dir() / "controls.yaml"))
+    assert not missing and len(runs) == len(points) > 0
+    assert all(r.experiment == "kernel_dynamics" and r.figures == ["controls"] for r in runs)
+    assert all(np.isfinite(r.cost) and r.cost > 0 for r in runs)
+    quick, _ = plan("mnist", ["controls"], quick=True)
+    assert len(quick) == 1 and quick[0].cost == min(r.cost for r in runs)
+
+
 @pytest.fixture()
 def two_seed_profile(tmp_path, monkeypatch):
     """Two seeds of each experiment and a two-run atlas grid (the kernel-dynamics runs again, so the
@@ -140,7 +160,7 @@ def test_reproduce_runs_its_jobs_on_a_dask_cluster_and_resumes(two_seed_profile,
     profile, grid = two_seed_profile
     scratch = tmp_path / "scratch"
     report = reproduce(scratch=scratch, profile=str(profile), workers=2, atlas_grid=grid, write_page=False,
-                       progress=False)
+                       progress=False, only=FIGURES)
     assert report.ok, ([r for r in report.rows if not r["passed"]], report.failed, report.missing)
     assert "2 Dask workers" in report.cluster
     # 2 kernel-dynamics runs (also the atlas' two runs: computed once) + 2 switching seeds
@@ -154,7 +174,7 @@ def test_reproduce_runs_its_jobs_on_a_dask_cluster_and_resumes(two_seed_profile,
     assert len(before) == 4
 
     again = reproduce(scratch=scratch, profile=str(profile), workers=2, atlas_grid=grid, write_page=False,
-                      progress=False)
+                      progress=False, only=FIGURES)
     assert again.ok
     assert [j["status"] for j in again.jobs] == ["resumed"] * 4 and again.cluster == ""  # no cluster needed
     assert _mtimes(scratch / "kernel_dynamics") | _mtimes(scratch / "switching") == before
@@ -165,15 +185,15 @@ def test_reproduce_runs_its_jobs_on_a_dask_cluster_and_resumes(two_seed_profile,
 @pytest.mark.timeout(600)
 def test_quick_recomputes_the_cheapest_run_of_each_figure(two_seed_profile, tmp_path):
     profile, grid = two_seed_profile
-    full, _ = plan(str(profile), atlas_grid=grid)
-    quick, missing = plan(str(profile), quick=True, atlas_grid=grid)
+    full, _ = plan(str(profile), FIGURES, atlas_grid=grid)
+    quick, missing = plan(str(profile), FIGURES, quick=True, atlas_grid=grid)
     assert not missing
     for figure in ("kernel_dynamics", "switching", "atlas"):
         mine = [r for r in quick if figure in r.figures]
         assert len(mine) == 1, figure
         assert mine[0].cost == min(r.cost for r in full if figure in r.figures)
     report = reproduce(scratch=tmp_path / "q", profile=str(profile), quick=True, workers=2, atlas_grid=grid,
-                       progress=False)
+                       progress=False, only=FIGURES)
     assert report.ok and report.quick
     assert len({r["run"] for r in report.rows if r["experiment"] == "kernel_dynamics"}) == 1
     assert len({r["run"] for r in report.rows if r["experiment"] == "atlas"}) == 1

@@ -303,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--fresh", action="store_true", help="start over in a new temporary folder")
     rep.add_argument("--profile", default=None, help="profile of the book's runs (default mnist)")
     rep.add_argument("--only", nargs="*", default=None,
-                     help="only these experiments (kernel_dynamics, switching, atlas, spawning)")
+                     help="only these experiments (kernel_dynamics, switching, atlas, controls, spawning)")
     rep.add_argument("--quick", action="store_true",
                      help="one run per figure, the cheapest (one seed), compared with the stored one: a spot-check")
     rep.add_argument("--address", default=None, help="address of a running Dask scheduler (default: a LocalCluster)")

@@ -43,12 +43,20 @@ MARKER = "# Parameters of this notebook"
 
 
 @dataclass(frozen=True, init=False)
-class ChapterOptions(Config):
-    """What every experiment notebook takes besides its experiment's parameters."""
+class ProfileOption(Config):
+    """A notebook that reads a profile's runs."""
 
     LABEL = "the notebook"
 
     profile: str = param("mnist", "parameter set: conelib/profiles/<profile>.yaml (mnist, quick, paper) or a path")
+
+
+@dataclass(frozen=True, init=False)
+class ChapterOptions(ProfileOption):
+    """What every experiment notebook takes besides its experiment's parameters."""
+
+    LABEL = "the notebook"
+
     models: tuple[str, ...] = param((), "the models to run and show, one run each; empty: the profile's list "
                                     "(setting model runs that one)", check=lambda v: all(m in MODELS for m in v),
                                     allowed=f"a list of {list(MODELS)}")
@@ -105,9 +113,10 @@ class MeasuresOptions(Config):
 
 
 @dataclass(frozen=True, init=False)
-class ConeOptions(SweepChapterOptions):
+class ConeOptions(SweepChapterOptions, ProfileOption):
     """The parameters of the chapter "Is it a cone?" (the controls: ``sweeps/controls.yaml``,
-    ``sweeps/long.yaml``, and the atlas)."""
+    ``sweeps/long.yaml``, and the atlas; the profile's stored switching runs for Figure 2's
+    confounds)."""
 
     LABEL = "the cone notebook"
 

@@ -1,8 +1,9 @@
 """Rerun every experiment the book shows and compare with the stored reference results.
 
 ``conelib reproduce`` (``make reproduce``) recomputes, into a scratch results folder, the runs the
-book's chapters are drawn from (the profile's kernel-dynamics and switching runs, and the atlas
-sweep, and the spawning runs when the profile has a spawning section) and prints, per run, the stored and the recomputed measures side by side with a pass/fail
+book's chapters are drawn from (the profile's kernel-dynamics and switching runs, the atlas and
+controls sweeps (:data:`SWEEP_GRIDS`), and the spawning runs when the profile has a spawning
+section) and prints, per run, the stored and the recomputed measures side by side with a pass/fail
 mark. The table is also written to ``book/reproducibility_table.md`` (shown on the book's
 "Reproducibility" page) and to ``<scratch>/reproduce.json``.
 
@@ -216,7 +217,10 @@ def accuracy_tolerance(acc: float, n_test: int, floor: float = SW_MEASURES["fina
 # --------------------------------------------------------------------------------------------
 
 #: the experiments :func:`reproduce` knows, in the order it compares them
-EXPERIMENTS = ("kernel_dynamics", "switching", "atlas", "spawning")
+EXPERIMENTS = ("kernel_dynamics", "switching", "atlas", "controls", "spawning")
+
+#: the sweeps the book draws from, compared through their summaries: name -> grid file in sweeps/
+SWEEP_GRIDS: dict[str, str] = {"atlas": "atlas.yaml", "controls": "controls.yaml"}
 
 
 @dataclass
@@ -245,8 +249,11 @@ def _wall(ds: Any) -> float:
         return float("nan")
 
 
-def _atlas_grid(atlas_grid: str | Path | None) -> Any:
-    return load_grid(sweeps_dir() / "atlas.yaml" if atlas_grid is None else atlas_grid)
+def _sweep_grid(name: str, atlas_grid: str | Path | None = None) -> Any:
+    """The grid of one of :data:`SWEEP_GRIDS` (``atlas_grid`` in place of the atlas' own)."""
+    if name == "atlas" and atlas_grid is not None:
+        return load_grid(atlas_grid)
+    return load_grid(sweeps_dir() / SWEEP_GRIDS[name])
 
 
 def _cheapest(runs: list[PlannedRun]) -> list[PlannedRun]:
@@ -329,18 +336,18 @@ def plan(profile: str = "mnist", only: Sequence[str] | None = None, *, quick: bo
         runs += _stored_runs("kernel_dynamics", kernel_dynamics_configs(profile), missing, quick)
     if "switching" in only:
         runs += _stored_runs("switching", switching_configs(profile), missing, quick)
-    if "atlas" in only:
-        grid = _atlas_grid(atlas_grid)
+    for name in (n for n in SWEEP_GRIDS if n in only):
+        grid = _sweep_grid(name, atlas_grid)
         path = summary_path(grid, default_results_root())
         if not path.exists():
-            missing.append("atlas summary")
-        else:
-            summary = load_result(path)
-            walls = dict(zip(summary["config_hash"].values.tolist(), summary["wall_seconds"].values.tolist()))
-            found = [PlannedRun("kernel_dynamics", p.config, ["atlas"], ", ".join(f"{k}={v}" for k, v in p.coords.items()),
-                                float(walls.get(_hash(p.config), float("nan"))))
-                     for p in expand_grid(grid)]
-            runs += _cheapest(found) if quick else found
+            missing.append(f"{name} summary")
+            continue
+        summary = load_result(path)
+        walls = dict(zip(summary["config_hash"].values.tolist(), summary["wall_seconds"].values.tolist()))
+        found = [PlannedRun("kernel_dynamics", p.config, [name], ", ".join(f"{k}={v}" for k, v in p.coords.items()),
+                            float(walls.get(_hash(p.config), float("nan"))))
+                 for p in expand_grid(grid)]
+        runs += _cheapest(found) if quick else found
     if "spawning" in only:
         runs += _stored_runs("spawning", spawning_configs(profile), missing, quick)
     return _merge(runs), missing
@@ -502,16 +509,16 @@ def _switching(report: ReproduceReport, profile: str, scratch: Path, runs: list[
                     {v: SW_MEASURES["final_test_acc"] for v in arms})
 
 
-def _atlas(report: ReproduceReport, scratch: Path, runs: list[PlannedRun], atlas_grid: str | Path | None,
+def _sweep(report: ReproduceReport, name: str, scratch: Path, runs: list[PlannedRun], grid: Any,
            quick: bool) -> None:
-
-    grid = _atlas_grid(atlas_grid)
+    """One of :data:`SWEEP_GRIDS`: its stored summary against the summary of the recomputed runs
+    (each run's verdict, and its final test accuracy)."""
     path = summary_path(grid, default_results_root())
     if not path.exists():
         return
     old = load_result(path)
     new = summarize(grid, scratch, save=not quick)  # a partial summary (--quick) is not stored
-    planned = {r.hash for r in runs if "atlas" in r.figures}
+    planned = {r.hash for r in runs if name in r.figures}
     for r in old["run"].values:
         o, n = old.sel(run=r), new.sel(run=r)
         if str(o["config_hash"].values) not in planned or str(n["status"].values) != "stored":
@@ -520,11 +527,11 @@ def _atlas(report: ReproduceReport, scratch: Path, runs: list[PlannedRun], atlas
         vo, vn = str(o["verdict"].values), str(n["verdict"].values)
         agree = [float(x["verdict_agreement"]) for x in (o, n) if "verdict_agreement" in x]
         unstable = bool(agree) and min(agree) < STABLE
-        report.rows.append({"experiment": "atlas", "run": label, "measure": "verdict", "stored": vo,
+        report.rows.append({"experiment": name, "run": label, "measure": "verdict", "stored": vo,
                             "recomputed": vn, "tolerance": "unstable: not compared" if unstable and vo != vn
                             else "equal", "passed": vo == vn or unstable})
         a = float(o["final_test_acc"])
-        report.rows += compare("atlas", label, {"final_test_acc": a}, {"final_test_acc": float(n["final_test_acc"])},
+        report.rows += compare(name, label, {"final_test_acc": a}, {"final_test_acc": float(n["final_test_acc"])},
                                {"final_test_acc": accuracy_tolerance(a, 10000)}, SW_MEASURES)
 
 
@@ -598,8 +605,8 @@ def reproduce(*, scratch: str | Path | None = None, profile: str = "mnist", only
         _kernel_dynamics(report, profile, scratch, runs)
     if "switching" in only:
         _switching(report, profile, scratch, runs)
-    if "atlas" in only:
-        _atlas(report, scratch, runs, atlas_grid, quick)
+    for name in (n for n in SWEEP_GRIDS if n in only):
+        _sweep(report, name, scratch, runs, _sweep_grid(name, atlas_grid), quick)
     if "spawning" in only:
         _spawning(report, profile, scratch, runs)
     (scratch / "reproduce.json").write_text(json.dumps({"rows": report.rows, "seconds": report.seconds,
