@@ -94,6 +94,7 @@ def test_the_profile_report_reads_the_stored_runs_and_names_the_missing_ones(tmp
 
     with pytest.raises(FileNotFoundError, match="lenet_300_100.*lenet5"):
         profile_report("mnist", results_root=tmp_path)
+    assert profile_report("mnist", results_root=tmp_path, missing_ok=True) is None
     root = Path(__file__).resolve().parent.parent / "results"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # stored results that predate the full configuration

@@ -414,18 +414,22 @@ def switching_report(results: Mapping[str, xr.Dataset] | Sequence[xr.Dataset],
     return SwitchingReport(by_model, facts)
 
 
-def profile_report(profile: str = "mnist", *, results_root: str | Path | None = None, **kwargs: Any) -> SwitchingReport:
+def profile_report(profile: str = "mnist", *, results_root: str | Path | None = None, missing_ok: bool = False,
+                   **kwargs: Any) -> SwitchingReport | None:
     """:func:`switching_report` on the stored switching runs of ``profile`` (their configurations,
     hence their comparison step, from the profile); nothing is computed.
 
     Raises:
-        FileNotFoundError: none of the profile's runs is stored (the message names them).
+        FileNotFoundError: none of the profile's runs is stored (the message names them); with
+            ``missing_ok``, ``None`` is returned instead.
     """
     configs = switching_configs(profile)
     found, missing = [], []
     for cfg in configs:
         path = result_path(EXPERIMENT, cfg.identity(), results_root)
         (found if path.exists() else missing).append((cfg, path))
+    if not found and missing_ok:
+        return None
     if not found:
         raise FileNotFoundError(f"no switching run of profile {profile!r} is stored: "
                                 + ", ".join(f"{c.model} ({p})" for c, p in missing))
