@@ -137,7 +137,7 @@ def test_conelib_all_runs_every_notebook_builds_the_book_and_exits_1_on_a_failur
     monkeypatch.setattr(cli, "stale_chapters", lambda: [])
     assert cli.main(["all", "--profile", "mnist"]) == 0
     assert got == {"kernel_dynamics": {"profile": "mnist"}, "measures": {}, "switching": {"profile": "mnist"},
-                   "atlas": {}, "cone": {}, "spawning": {"profile": "mnist"}}
+                   "atlas": {}, "cone": {"profile": "mnist"}, "spawning": {"profile": "mnist"}}
     assert cli.main(["run", "atlas", "--profile", "mnist"]) == 2  # alone: an unknown parameter
 
 

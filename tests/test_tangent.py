@@ -408,7 +408,8 @@ def test_the_switching_experiment_is_the_same_through_both_methods(tmp_path, mon
                              momentum=0.9, weight_decay=1e-3, switch_steps=(10, 20), eval_every=10, seed=0,
                              device="cpu")
     new = sw.switching(cfg, results_root=tmp_path / "new", progress=False)
-    monkeypatch.setattr(sw, "linearize", functools.partial(linearize, method="jvp"))
+    continuations = importlib.import_module("conelib.experiments.continuations")
+    monkeypatch.setattr(continuations, "linearize", functools.partial(linearize, method="jvp"))
     old = sw.switching(cfg, results_root=tmp_path / "old", progress=False)
     for var in ("final_test_loss", "final_train_loss", "test_loss_curve", "lin_displacement"):
         np.testing.assert_allclose(new[var].values, old[var].values, rtol=1e-4, atol=1e-6, err_msg=var)
