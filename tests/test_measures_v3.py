@@ -270,3 +270,17 @@ def test_format_interval():
     assert format_interval(0.123, 0.1, 0.15) == "0.123 [0.1, 0.15]"
     assert format_interval(float("nan"), 0, 1) == "—"
     assert bootstrap.format_interval(1200, float("nan"), 3, "{:,.0f}") == "1,200"
+
+
+def test_t_interval_against_the_closed_form() -> None:
+    """(1, 2, 3): mean 2, sd 1, half-width t_{2, 0.975} / sqrt(3) = 4.302653 / 1.732051; NaN bounds
+    below two values; NaN entries dropped."""
+    from conelib.measures.bootstrap import t_interval
+
+    mean, lo, hi = t_interval([1.0, 2.0, float("nan"), 3.0])
+    assert mean == pytest.approx(2.0) and hi - mean == pytest.approx(4.302653 / np.sqrt(3), rel=1e-6)
+    assert mean - lo == pytest.approx(hi - mean)
+    m1, l1, h1 = t_interval([5.0])
+    assert m1 == 5.0 and np.isnan(l1) and np.isnan(h1)
+    with pytest.raises(ValueError, match="level"):
+        t_interval([1.0, 2.0], level=1.5)

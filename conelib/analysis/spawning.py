@@ -40,11 +40,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import xarray as xr
-from scipy import stats
 
 from conelib.experiments.spawning import SpawningConfig, config_of
 from conelib.analysis.kernel_dynamics import kernel_dynamics_of_trajectory
 from conelib.measures import assess
+from conelib.measures.bootstrap import t_interval
 
 __all__ = ["FRANKLE_TOLERANCE", "SeedPhase", "barrier_summary", "error_tolerance", "loss_tolerance", "lmc_onset",
            "seed_onsets", "matching_kernel_dynamics", "phase_one_of_seeds", "sibling_vs_jitter", "relation",
@@ -79,10 +79,8 @@ def barrier_summary(ds: xr.Dataset, name: str = "error_barrier", *, level: float
     for t in da["spawn_step"].values:
         v = da.sel(spawn_step=t).values.astype(float)
         ok = v[np.isfinite(v)]
-        mean = float(ok.mean()) if ok.size else float("nan")
-        half = float(stats.t.ppf(0.5 + level / 2, ok.size - 1) * ok.std(ddof=1) / math.sqrt(ok.size)) \
-            if ok.size >= 2 else float("nan")
-        row = {"spawn_step": int(t), "mean": mean, "low": mean - half, "high": mean + half,
+        mean, low, high = t_interval(ok, level)
+        row = {"spawn_step": int(t), "mean": mean, "low": low, "high": high,
                "min": float(ok.min()) if ok.size else float("nan"), "max": float(ok.max()) if ok.size else float("nan"),
                "n": int(ok.size)}
         row.update({f"seed_{int(s)}": float(x) for s, x in zip(da["seed"].values, v)})

@@ -52,6 +52,7 @@ from conelib.analysis.kernel_dynamics import kernel_dynamics_of_trajectory
 from conelib.experiments.common import RunConfig
 from conelib.experiments.switching import NOT_RECORDED, SwitchingConfig
 from conelib.measures import assess
+from conelib.measures.bootstrap import t_interval
 
 __all__ = ["McNemarTest", "mcnemar", "BootstrapInterval", "paired_bootstrap", "PairedGain", "paired_gain",
            "first_step_at_or_below", "standard_step_at_loss", "VIEWS", "arm_correct", "arm_metric", "Comparison",
@@ -190,14 +191,10 @@ class PairedGain:
 
 def paired_gain(per_seed: Sequence[float], *, level: float = 0.95) -> PairedGain:
     """:class:`PairedGain` of per-seed differences (NaN entries dropped)."""
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level}")
     d = np.asarray(per_seed, dtype=float)
     d = d[np.isfinite(d)]
-    mean = float(d.mean()) if d.size else float("nan")
-    half = float(stats.t.ppf(0.5 + level / 2, d.size - 1) * d.std(ddof=1) / np.sqrt(d.size)) if d.size >= 2 \
-        else float("nan")
-    return PairedGain(tuple(float(x) for x in d), mean, mean - half, mean + half, float(level))
+    mean, low, high = t_interval(d, level)
+    return PairedGain(tuple(float(x) for x in d), mean, low, high, float(level))
 
 
 # --------------------------------------------------------------------------------------------

@@ -105,7 +105,6 @@ class RunConfig(Config):
         return self.train if steps is None else self.train.replace(steps=steps)
 
 
-
 @dataclass(frozen=True, init=False)
 class SeedsConfig(RunConfig):
     """A run over several seeds stored as one Dataset with a ``seed`` dimension (switching,

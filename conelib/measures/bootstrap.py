@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import xarray as xr
+from scipy import stats
 
 from conelib.measures.v3 import (
     VERDICTS,
@@ -44,7 +45,7 @@ from conelib.measures.v3 import (
     sensitivity_settings,
 )
 
-__all__ = ["Assessment", "assess", "seed_interval", "snapshot_weights", "format_interval"]
+__all__ = ["Assessment", "assess", "seed_interval", "snapshot_weights", "format_interval", "t_interval"]
 
 #: default number of bootstrap draws, block length (snapshots) and interval level
 N_BOOT, BLOCK, LEVEL = 200, 2, 0.95
@@ -177,6 +178,24 @@ def assess(ds: xr.Dataset, *, n_boot: int = N_BOOT, block: int = BLOCK, seed: in
             if name != "defaults":
                 labels[name] = measure(ds, None, **{**t, **change}).verdict
     return Assessment(point, draws, float(level), t, labels)
+
+
+def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
+    """``(mean, low, high)`` of the finite ``values`` (e.g. one number per seed) with the Student-t
+    interval at ``level``: :math:`\bar x \pm t_{n-1}\, s / \sqrt n`; NaN bounds below two values.
+
+    Raises:
+        ValueError: ``level`` outside (0, 1).
+    """
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    x = np.asarray(values, dtype=float)
+    x = x[np.isfinite(x)]
+    mean = float(x.mean()) if x.size else float("nan")
+    if x.size < 2:
+        return mean, float("nan"), float("nan")
+    half = float(stats.t.ppf(0.5 + level / 2, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size))
+    return mean, mean - half, mean + half
 
 
 def seed_interval(draws: Sequence[Sequence[float]], *, n_boot: int = 2000, seed: int = 0,
